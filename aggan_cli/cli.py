@@ -1,0 +1,249 @@
+"""The ``aggan`` command line: parse, call the core, render. No tensor math here, and no torch at
+import time, so ``aggan --help`` and ``aggan --version`` answer at once.
+
+Errors from the core are :class:`~aggan_cli.errors.AgganError`; they are caught once, in
+:func:`user_errors`, printed as one red line on stderr, and end the command with exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from click.core import ParameterSource
+
+from . import __version__
+from .errors import AgganError
+
+app = typer.Typer(
+    name="aggan",
+    help="Unpaired image-to-image translation with attention (AGGAN, Tang et al. 2019).\n\n"
+    "Train on two folders of unpaired images, translate photos, and see where the model chose to edit:\n\n"
+    "  aggan train ./neutral ./smile\n\n"
+    "  aggan translate photo.jpg --ckpt smile\n\n"
+    "  aggan export-masks photo.jpg --ckpt smile",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Norm(str, Enum):
+    instance = "instance"
+    batch = "batch"
+
+
+class GanLoss(str, Enum):
+    lsgan = "lsgan"
+    vanilla = "vanilla"
+
+
+class DiscriminatorKind(str, Enum):
+    patch = "patch"
+    global_ = "global"
+
+
+class Direction(str, Enum):
+    a2b = "a2b"
+    b2a = "b2a"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def error_line(message: str) -> None:
+    """One red line on stderr (escaping rich markup in the message)."""
+    from rich.markup import escape
+
+    _stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn AgganError into one red line and exit 1; Ctrl-C into exit 130 without a traceback."""
+    try:
+        yield
+    except AgganError as exc:
+        error_line(str(exc))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"aggan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", "-V", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Unpaired image-to-image translation with attention."""
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+_TRAIN = "Data and run"
+_MODEL = "Model"
+_OPTIM = "Objective and optimisation"
+_RUNTIME = "Runtime"
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    domain_a: Annotated[Optional[Path], typer.Argument(help="Folder of domain-A images (searched recursively).", show_default=False)] = None,
+    domain_b: Annotated[Optional[Path], typer.Argument(help="Folder of domain-B images (searched recursively).", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: DOMAIN_B's folder name).", rich_help_panel=_TRAIN, show_default=False)] = None,
+    runs_dir: Annotated[Path, typer.Option(envvar="AGGAN_RUNS_DIR", help="Where run folders live.", rich_help_panel=_TRAIN)] = Path("runs"),
+    size: Annotated[int, typer.Option(help="Training crop size in pixels (a multiple of 4).", rich_help_panel=_TRAIN)] = 256,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (one epoch = max(|A|, |B|) images) [default: 200].", rich_help_panel=_TRAIN, show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Train for this many steps instead of epochs.", rich_help_panel=_TRAIN, show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step (per process under torchrun).", rich_help_panel=_TRAIN)] = 1,
+    ngf: Annotated[int, typer.Option(help="Generator width (paper: 64).", rich_help_panel=_MODEL)] = 64,
+    n_blocks: Annotated[int, typer.Option(help="Residual blocks in each generator.", rich_help_panel=_MODEL)] = 9,
+    norm: Annotated[Norm, typer.Option(help="Normalisation: instance (default) or batch (the paper's).", rich_help_panel=_MODEL)] = Norm.instance,
+    discriminator: Annotated[DiscriminatorKind, typer.Option(help="patch (70×70 PatchGAN, default) or global (the paper's one score per image).", rich_help_panel=_MODEL)] = DiscriminatorKind.patch,
+    ndf: Annotated[int, typer.Option(help="Discriminator width.", rich_help_panel=_MODEL)] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (constant for the first half, then linear decay to 0).", rich_help_panel=_OPTIM)] = 2e-4,
+    lambda_cycle: Annotated[float, typer.Option(help="Weight of the cycle-consistency loss.", rich_help_panel=_OPTIM)] = 10.0,
+    lambda_pixel: Annotated[float, typer.Option(help="Weight of the pixel loss |G(x) - x|.", rich_help_panel=_OPTIM)] = 1.0,
+    lambda_tv: Annotated[float, typer.Option(help="Weight of the attention (total-variation) loss.", rich_help_panel=_OPTIM)] = 1e-6,
+    gan_loss: Annotated[GanLoss, typer.Option(help="Adversarial loss: lsgan or vanilla (the paper's log-likelihood).", rich_help_panel=_OPTIM)] = GanLoss.lsgan,
+    device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_RUNTIME)] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.", rich_help_panel=_RUNTIME)] = Precision.auto,
+    seed: Annotated[int, typer.Option(help="Random seed; a CPU run with the same seed is reproducible.", rich_help_panel=_RUNTIME)] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes [default: from the CPU count].", rich_help_panel=_RUNTIME, show_default=False)] = None,
+    save_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (and at the end).", rich_help_panel=_RUNTIME)] = 1000,
+    sample_every: Annotated[int, typer.Option(help="Write a sample grid every N steps.", rich_help_panel=_RUNTIME)] = 500,
+    log_every: Annotated[int, typer.Option(help="Log losses and mask statistics every N steps.", rich_help_panel=_RUNTIME)] = 50,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel=_TRAIN)] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Train on the built-in procedural faces (neutral → smile) and score the result.", rich_help_panel=_TRAIN)] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel=_TRAIN, show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=_RUNTIME)] = False,
+) -> None:
+    """Train AGGAN on two folders of unpaired images (or on the built-in demo with --demo)."""
+    given = {key for key in ctx.params if ctx.get_parameter_source(key) not in (ParameterSource.DEFAULT, None)}
+    values = {key: (value.value if isinstance(value, Enum) else value) for key, value in ctx.params.items()}
+    with user_errors():
+        from .train_cli import run_train_command
+
+        run_train_command(values, given)
+
+
+# ---------------------------------------------------------------------------------------------
+# translate / export-masks
+
+_CKPT_HELP = ("Checkpoint: a run folder or model.safetensors, a run name under the runs dir, a cached or bundled "
+              "name (see download-weights --list), or a Hugging Face Hub ORG/REPO.")
+
+
+@app.command()
+def translate(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
+    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder [default: ./translated].", show_default=False)] = None,
+    size: Annotated[str, typer.Option(help="Working size: 'auto' (the checkpoint's training size, blended at full resolution) or 'native' (the network at full resolution).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Translate images with a trained checkpoint; outputs keep each input's exact size."""
+    with user_errors():
+        from .translate_cli import run_translate_command
+
+        code = run_translate_command(
+            inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
+            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
+        )
+    raise typer.Exit(code)
+
+
+class MaskFormat(str, Enum):
+    png = "png"
+    npy = "npy"
+
+
+@app.command("export-masks")
+def export_masks(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
+    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder [default: ./masks].", show_default=False)] = None,
+    overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write a heat-map overlay on the dimmed photo.")] = True,
+    content: Annotated[bool, typer.Option("--content", help="Also write the content image R.")] = False,
+    threshold: Annotated[Optional[float], typer.Option(help="Write a binary mask: 255 where attention > T (0 < T < 1).", show_default=False)] = None,
+    format: Annotated[MaskFormat, typer.Option("--format", help="png (8-bit grey, 255 = fully attended) or npy (float32 in [0, 1]).")] = MaskFormat.png,
+    size: Annotated[str, typer.Option(help="Working size: 'auto' or 'native' (see translate).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write the attention masks that show where the model chose to edit."""
+    with user_errors():
+        from .translate_cli import run_translate_command
+
+        code = run_translate_command(
+            inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
+            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
+            overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
+        )
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# download-weights
+
+
+@app.command("download-weights")
+def download_weights(
+    name: Annotated[Optional[str], typer.Argument(help="A registry name (see --list) or a Hub ORG/REPO.", show_default=False)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the known checkpoints and whether they are cached.")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit) to download.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(envvar="AGGAN_HOME", help="Cache folder [default: AGGAN_HOME or the user cache].", show_default=False)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Do not use the network.")] = False,
+) -> None:
+    """Download a published checkpoint into the cache (or list the known ones)."""
+    with user_errors():
+        from .weights_cli import run_download_command
+
+        run_download_command(name, list_=list_, revision=revision, force=force, cache_dir=cache_dir, offline=offline)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="aggan")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,157 @@
+"""AGGAN's objective (paper §III-C): adversarial, attention-guided adversarial, cycle, pixel, attention.
+
+Two functions do all of it, so the training loop reads like the algorithm:
+
+* :func:`generator_objective` runs both generators on a batch ``(x, y)`` (four forward passes: x→y,
+  y→x and the two reconstructions) and returns the weighted total, each term for logging, and the
+  generated tensors the discriminators need.
+* :func:`discriminator_objective` scores real and generated samples with all four discriminators.
+
+Terms are returned as detached tensors, never Python floats: reading them forces a host-device sync,
+which the trainer does only at logging intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError
+from .networks import AGGAN
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the generator objective; defaults are DESIGN.md's."""
+
+    gan_loss: str = "lsgan"      # "lsgan" (least squares, CycleGAN/authors' code) or "vanilla" (Eqs. 2-3)
+    lambda_cycle: float = 10.0
+    lambda_pixel: float = 1.0
+    lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
+    adversarial: float = 1.0     # scale of the four adversarial terms (a warm-up may ramp it)
+
+
+def gan_loss(score: Tensor, target_is_real: bool, kind: str) -> Tensor:
+    """Adversarial loss of a discriminator score against "real" (1) or "fake" (0).
+
+    ``lsgan``: mean squared distance to the target (Mao et al.). ``vanilla``: the log-likelihood of
+    the paper's Eqs. 2-3, as binary cross-entropy on logits (numerically stable; the generator uses
+    the non-saturating form −log D(G(x)), as is standard). Computed in float32 under autocast.
+    """
+    score = score.float()
+    target = torch.ones_like(score) if target_is_real else torch.zeros_like(score)
+    if kind == "lsgan":
+        return F.mse_loss(score, target)
+    if kind == "vanilla":
+        return F.binary_cross_entropy_with_logits(score, target)
+    raise ConfigError(f"unknown GAN loss {kind!r}; use 'lsgan' or 'vanilla'")
+
+
+def tv_loss(mask: Tensor) -> Tensor:
+    """Total variation of an attention mask, paper Eq. 7: the sum over pixels of the absolute
+    differences between vertical and horizontal neighbours; averaged over the batch so the weight
+    does not depend on the batch size. ``mask``: (B, 1, H, W)."""
+    mask = mask.float()
+    dh = (mask[:, :, 1:, :] - mask[:, :, :-1, :]).abs().sum()
+    dw = (mask[:, :, :, 1:] - mask[:, :, :, :-1]).abs().sum()
+    return (dh + dw) / mask.shape[0]
+
+
+def l1(a: Tensor, b: Tensor) -> Tensor:
+    return (a.float() - b.float()).abs().mean()
+
+
+def pair(mask: Tensor, image: Tensor) -> Tensor:
+    """The attention-guided discriminators' input ``[M, image]``: (B, 1+3, H, W)."""
+    return torch.cat([mask.to(image.dtype), image], dim=1)
+
+
+class GeneratorStep(NamedTuple):
+    total: Tensor
+    terms: dict[str, Tensor]
+    fake_a: Tensor      # G_x = g_ba(y).image
+    fake_b: Tensor      # G_y = g_ab(x).image
+    mask_a: Tensor      # M_x
+    mask_b: Tensor      # M_y
+    content_a: Tensor   # R_x
+    content_b: Tensor   # R_y
+    rec_a: Tensor       # C_x = g_ba(G_y)
+    rec_b: Tensor       # C_y = g_ab(G_x)
+
+
+def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights) -> GeneratorStep:
+    """The generators' loss of DESIGN.md for a batch ``x`` from A and ``y`` from B (both (B, 3, H, W)):
+
+        L = L_GAN(g_ab, d_b) + L_AGAN(g_ab, d_b_attn) + L_GAN(g_ba, d_a) + L_AGAN(g_ba, d_a_attn)
+            + λ_cycle (|g_ba(g_ab(x)) − x|₁ + |g_ab(g_ba(y)) − y|₁)          (Eq. 4)
+            + λ_pixel (|g_ab(x) − x|₁ + |g_ba(y) − y|₁)                      (Eq. 5)
+            + λ_tv (TV(M_x) + TV(M_y))                                         (Eq. 7)
+
+    The attention-guided terms score the fake pair ``[M_y, G_y]`` (Eq. 3); the gradient flows into
+    both the mask and the image.
+    """
+    kind = weights.gan_loss
+    fake_b, mask_b, content_b = model.g_ab(x)   # x -> [M_y, R_y, G_y]
+    fake_a, mask_a, content_a = model.g_ba(y)   # y -> [M_x, R_x, G_x]
+    rec_a = model.g_ba(fake_b).image            # C_x
+    rec_b = model.g_ab(fake_a).image            # C_y
+
+    terms = {
+        "gan_ab": gan_loss(model.d_b(fake_b), True, kind),
+        "agan_ab": gan_loss(model.d_b_attn(pair(mask_b, fake_b)), True, kind),
+        "gan_ba": gan_loss(model.d_a(fake_a), True, kind),
+        "agan_ba": gan_loss(model.d_a_attn(pair(mask_a, fake_a)), True, kind),
+        "cycle": l1(rec_a, x) + l1(rec_b, y),
+        "pixel": l1(fake_b, x) + l1(fake_a, y),
+        "tv": tv_loss(mask_a) + tv_loss(mask_b),
+    }
+    adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
+    total = (weights.adversarial * adversarial
+             + weights.lambda_cycle * terms["cycle"]
+             + weights.lambda_pixel * terms["pixel"]
+             + weights.lambda_tv * terms["tv"])
+    terms = {k: v.detach() for k, v in terms.items()}
+    terms["g_total"] = total.detach()
+    return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)
+
+
+def discriminator_objective(
+    model: AGGAN,
+    real_a: Tensor,
+    real_b: Tensor,
+    *,
+    fake_a: Tensor,
+    fake_b: Tensor,
+    fake_pair_a: Tensor,
+    fake_pair_b: Tensor,
+    mask_a: Tensor,
+    mask_b: Tensor,
+    gan_loss_kind: str = "lsgan",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The four discriminators' loss, each ½(real + fake) as CycleGAN.
+
+    ``fake_*`` and ``fake_pair_*`` are generated samples (detached, usually drawn from history pools).
+    ``mask_b`` is M_y, the mask g_ab produced for the current x: the attention-guided D_YA tells the
+    fake pair ``[M_y, G_y]`` from the *real* pair ``[M_y, y]`` (paper §III-B), so the real image is
+    paired with the mask produced for the input.
+    """
+    kind = gan_loss_kind
+    mask_a, mask_b = mask_a.detach(), mask_b.detach()
+
+    def half(d: torch.nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        return 0.5 * (gan_loss(d(real), True, kind) + gan_loss(d(fake.detach()), False, kind))
+
+    terms = {
+        "d_a": half(model.d_a, real_a, fake_a),
+        "d_b": half(model.d_b, real_b, fake_b),
+        "d_a_attn": half(model.d_a_attn, pair(mask_a, real_a), fake_pair_a),
+        "d_b_attn": half(model.d_b_attn, pair(mask_b, real_b), fake_pair_b),
+    }
+    total = terms["d_a"] + terms["d_b"] + terms["d_a_attn"] + terms["d_b_attn"]
+    terms = {k: v.detach() for k, v in terms.items()}
+    terms["d_total"] = total.detach()
+    return total, terms

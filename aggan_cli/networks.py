@@ -1,0 +1,174 @@
+"""AGGAN's networks, read top to bottom: blocks, the attention generator, the discriminators, the model.
+
+Code names and the paper's symbols (Tang et al., IJCNN 2019, §III), one place for all of them:
+
+    g_ab       G_{X→Y}   generator from domain A (= X) to domain B (= Y)
+    g_ba       G_{Y→X}
+    d_a, d_b   D_X, D_Y  vanilla discriminators on images
+    d_a_attn   D_XA      attention-guided discriminator on [M_x, image] pairs
+    d_b_attn   D_YA      attention-guided discriminator on [M_y, image] pairs
+    mask_b     M_y       attention mask produced by g_ab for input x
+    content_b  R_y       content image produced by g_ab
+    fake_b     G_y       = R_y · M_y + x · (1 − M_y)        (Eq. 1)
+    rec_a      C_x       = g_ba(fake_b), the cycle reconstruction of x
+
+(``d_ba`` is *not* used for D_YA: ``ba`` already means the direction b→a.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    if norm == "instance":
+        # affine=False and no running stats, as CycleGAN: the statistics come from each image alone.
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ConfigError(f"unknown norm {norm!r}; use 'instance' or 'batch'")
+
+
+class ResidualBlock(nn.Module):
+    """``Rk``: two 3×3 convolutions with reflection padding, added to the input."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        bias = norm == "instance"  # a following affine BatchNorm makes a conv bias redundant
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class GeneratorOutput(NamedTuple):
+    image: Tensor    # (B, 3, H, W) in [-1, 1]: the translated image, Eq. 1
+    mask: Tensor     # (B, 1, H, W) in [0, 1]: attention, 1 = replaced by content
+    content: Tensor  # (B, 3, H, W) in [-1, 1]: what the attended region becomes
+
+
+class AttentionGenerator(nn.Module):
+    """Paper §III-A/D: ``c7s1-64, d128, d256, R256 × n_blocks, u128, u64, c7s1-4``.
+
+    The last layer has four channels: channel 0 through a sigmoid is the attention mask, channels 1-3
+    through a tanh are the content; the output blends them with the input (Eq. 1). Height and width
+    must be multiples of 4 (two stride-2 downsamplings).
+    """
+
+    def __init__(self, *, ngf: int = 64, n_blocks: int = 9, norm: str = "instance") -> None:
+        super().__init__()
+        bias = norm == "instance"
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True),  # c7s1-64
+        ]
+        for mult in (1, 2):  # d128, d256
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
+                       norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
+        layers += [ResidualBlock(ngf * 4, norm) for _ in range(n_blocks)]  # R256 × n_blocks
+        for mult in (4, 2):  # u128, u64
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                       norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 4, 7)]  # c7s1-4: 1 attention + 3 content channels
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> GeneratorOutput:
+        h = self.net(x)                       # (B, 4, H, W)
+        mask = torch.sigmoid(h[:, :1])        # (B, 1, H, W), broadcast over RGB below
+        content = torch.tanh(h[:, 1:])        # (B, 3, H, W)
+        image = content * mask + x * (1 - mask)  # Eq. 1
+        return GeneratorOutput(image, mask, content)
+
+
+class Discriminator(nn.Module):
+    """Vanilla (3 input channels) or attention-guided (4: ``[mask, image]``) discriminator.
+
+    ``kind="global"`` is the paper's (§III-D): ``C64, C128, C256, C512, C512`` with 4×4 convs, stride 2
+    but stride 1 for the last, no norm on the first and last, LeakyReLU 0.2, then adaptive average
+    pooling and a 1×1 conv to one score per image: ``(B, 1)``.
+
+    ``kind="patch"`` is the 70×70 PatchGAN of pix2pix/CycleGAN: ``C64, C128, C256, C512`` then a conv
+    to one score per overlapping patch: ``(B, 1, h, w)``. A score per patch keeps the gradient local,
+    which is what keeps the attention mask alive in our measurements (docs/training.md).
+    """
+
+    def __init__(self, in_channels: int = 3, *, ndf: int = 64, norm: str = "instance", kind: str = "patch") -> None:
+        super().__init__()
+        if kind not in ("global", "patch"):
+            raise ConfigError(f"unknown discriminator {kind!r}; use 'patch' or 'global'")
+        self.kind = kind
+        bias = norm == "instance"
+
+        def block(c_in: int, c_out: int, stride: int, normed: bool) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, stride=stride, padding=1, bias=bias or not normed)]
+            if normed:
+                layers.append(norm_layer(norm, c_out))
+            return layers + [nn.LeakyReLU(0.2, True)]
+
+        if kind == "global":
+            layers = (block(in_channels, ndf, 2, False) + block(ndf, ndf * 2, 2, True) + block(ndf * 2, ndf * 4, 2, True)
+                      + block(ndf * 4, ndf * 8, 2, True) + block(ndf * 8, ndf * 8, 1, False))
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(ndf * 8, 1, 1)]
+        else:
+            layers = (block(in_channels, ndf, 2, False) + block(ndf, ndf * 2, 2, True) + block(ndf * 2, ndf * 4, 2, True)
+                      + block(ndf * 4, ndf * 8, 1, True))
+            layers += [nn.Conv2d(ndf * 8, 1, 4, stride=1, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        score = self.net(x)  # global: (B, 1, 1, 1); patch: (B, 1, h, w)
+        return score.flatten(1) if self.kind == "global" else score
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """N(0, 0.02) for conv weights, N(1, 0.02) for norm scales, zero biases (DESIGN.md, as CycleGAN)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+class AGGAN(nn.Module):
+    """The two generators and four discriminators, built from one ModelConfig.
+
+    Only the generators are needed to translate (``model.safetensors`` holds just ``g_ab.*`` and
+    ``g_ba.*``); ``with_discriminators=False`` skips building the rest.
+    """
+
+    def __init__(self, config: ModelConfig, *, with_discriminators: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        g = dict(ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm)
+        self.g_ab = AttentionGenerator(**g)
+        self.g_ba = AttentionGenerator(**g)
+        if with_discriminators:
+            d = dict(ndf=config.ndf, norm=config.norm, kind=config.discriminator)
+            self.d_a = Discriminator(3, **d)
+            self.d_b = Discriminator(3, **d)
+            self.d_a_attn = Discriminator(4, **d)
+            self.d_b_attn = Discriminator(4, **d)
+        init_weights(self)
+
+    @property
+    def generators(self) -> list[nn.Module]:
+        return [self.g_ab, self.g_ba]
+
+    @property
+    def discriminators(self) -> list[nn.Module]:
+        return [self.d_a, self.d_b, self.d_a_attn, self.d_b_attn]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,138 @@
+"""Run folders: round trip, strict keys, damaged files, newer formats, no pickles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aggan_cli.checkpoint import (
+    atomic_write_text,
+    flatten_state,
+    load_generators,
+    load_training_state,
+    save_run,
+    unflatten_state,
+)
+from aggan_cli.config import ModelConfig
+from aggan_cli.errors import CheckpointError
+from aggan_cli.networks import AGGAN
+
+CFG = ModelConfig(ngf=8, n_blocks=1, ndf=8, image_size=32)
+
+
+def _saved(tmp_path, **kw):
+    torch.manual_seed(0)
+    model = AGGAN(CFG)
+    run = save_run(tmp_path / "run", model_config=CFG, g_ab=model.g_ab, g_ba=model.g_ba, step=7,
+                   domains=("neutral", "smile"), **kw)
+    return model, run
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    model, run = _saved(tmp_path)
+    g_ab, g_ba, ckpt = load_generators(run)
+    assert ckpt.domains == ("neutral", "smile") and ckpt.step == 7
+    assert ckpt.model_config == CFG  # rebuilt from config.json alone: no flags repeated
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    model.eval()
+    with torch.no_grad():
+        for a, b in ((model.g_ab, g_ab), (model.g_ba, g_ba)):
+            for ta, tb in zip(a(x), b(x)):
+                assert torch.equal(ta, tb)
+    # the weights file path works as well as the folder
+    load_generators(run / "model.safetensors")
+
+
+def test_training_state_round_trip_without_pickle(tmp_path):
+    state = {"step": 7, "opt": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": [{"lr": 1e-3, "betas": (0.5, 0.9)}]},
+             "rng": torch.get_rng_state(), "pool": [torch.zeros(1, 3, 2, 2)], "none": None, "inf": float("inf")}
+    _, run = _saved(tmp_path, training_state=state)
+    back = load_training_state(run, expected_step=7)
+    assert back["opt"]["state"][0]["exp_avg"].tolist() == [1.0, 1.0]
+    assert back["opt"]["param_groups"][0]["betas"] == (0.5, 0.9)
+    assert torch.equal(back["rng"], state["rng"]) and back["none"] is None and back["inf"] == float("inf")
+    tensors, skeleton = flatten_state(state)
+    assert unflatten_state(json.loads(json.dumps(skeleton)), tensors)["step"] == 7
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_damaged_weights_raise_a_clear_error(tmp_path, damage):
+    _, run = _saved(tmp_path)
+    weights = run / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"not a tensor file" * 10}[damage])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_generators(run)
+
+
+def test_newer_format_is_refused_with_upgrade_hint(tmp_path):
+    _, run = _saved(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["format_version"] = 99
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="format 99.*upgrade"):
+        load_generators(run)
+
+
+def test_missing_config_and_bad_json(tmp_path):
+    _, run = _saved(tmp_path)
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_generators(run)
+    (run / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_generators(run)
+
+
+def test_architecture_mismatch_and_extra_keys_are_refused(tmp_path):
+    _, run = _saved(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["ngf"] = 16
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_generators(run)
+
+
+def test_pickle_files_are_never_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_generators(evil)
+    assert not marker.exists()
+
+
+def test_interrupted_save_is_detected(tmp_path):
+    _, run = _saved(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["step"] = 3  # config.json from an older save next to newer weights
+    atomic_write_text(run / "config.json", json.dumps(config))
+    with pytest.raises(CheckpointError, match="interrupted"):
+        load_generators(run)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    from aggan_cli.checkpoint import atomic_write
+
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+
+    def boom(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, boom)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary file left behind

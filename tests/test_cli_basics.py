@@ -1,0 +1,45 @@
+"""The command line's surface: help, version, usage errors, and no torch at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from aggan_cli import __version__
+from aggan_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_four_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "translate", "export-masks", "download-weights"):
+        assert command in result.output
+    assert runner.invoke(app, ["-h"]).exit_code == 0
+
+
+def test_bad_options_are_usage_errors():
+    result = runner.invoke(app, ["train", "--size", "abc"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["translate", "x.png", "--direction", "sideways"])
+    assert result.exit_code == 2
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_version_in_a_real_subprocess():
+    out = subprocess.run([sys.executable, "-m", "aggan_cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"aggan {__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from aggan_cli.cli import app; "
+            "sys.argv=['aggan','--help']\n"
+            "try:\n    app(prog_name='aggan')\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'; print('clean')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("clean")

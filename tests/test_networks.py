@@ -1,0 +1,86 @@
+"""Shapes, ranges and Eq. 1 of the generators; the discriminators' outputs; the init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aggan_cli.config import ModelConfig
+from aggan_cli.errors import ConfigError
+from aggan_cli.networks import AGGAN, AttentionGenerator, Discriminator, count_parameters
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("hw", [(32, 32), (48, 64), (36, 20)])
+def test_generator_shapes_ranges_and_eq1(seeded, norm, hw):
+    g = AttentionGenerator(ngf=8, n_blocks=2, norm=norm)
+    x = torch.rand(2, 3, *hw) * 2 - 1
+    image, mask, content = g(x)
+    assert image.shape == x.shape and content.shape == x.shape
+    assert mask.shape == (2, 1, *hw)
+    assert mask.min() >= 0 and mask.max() <= 1
+    assert content.min() >= -1 and content.max() <= 1
+    # Eq. 1, to float precision: G_y = R_y * M_y + x * (1 - M_y)
+    torch.testing.assert_close(image, content * mask + x * (1 - mask), rtol=0, atol=1e-6)
+
+
+def test_generator_layers_follow_the_paper():
+    g = AttentionGenerator(ngf=64, n_blocks=9)
+    convs = [m for m in g.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    # c7s1-64, d128, d256, 9 × (two 3×3 convs), u128, u64, c7s1-4
+    assert [c.out_channels for c in convs] == [64, 128, 256] + [256] * 18 + [128, 64, 4]
+    assert convs[0].kernel_size == (7, 7) and convs[-1].kernel_size == (7, 7)
+    assert convs[1].stride == (2, 2) and isinstance(convs[-3], torch.nn.ConvTranspose2d)
+    assert count_parameters(g) == 11_381_316
+
+
+def test_generator_mask_can_be_zero_or_one_and_then_output_is_input_or_content():
+    g = AttentionGenerator(ngf=4, n_blocks=1)
+    last = g.net[-1]
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-30.0, 0.0, 0.0, 0.0]))
+    assert torch.equal(g(x).image, x)  # mask 0: the input passes through untouched
+    with torch.no_grad():
+        last.bias.copy_(torch.tensor([30.0, 0.5, 0.5, 0.5]))
+    torch.testing.assert_close(g(x).image, torch.full_like(x, torch.tanh(torch.tensor(0.5)).item()))
+
+
+@pytest.mark.parametrize("kind", ["global", "patch"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_discriminators_take_3_and_4_channels(seeded, kind, channels):
+    d = Discriminator(channels, ndf=8, kind=kind)
+    score = d(torch.randn(3, channels, 64, 64))
+    assert score.shape[0] == 3
+    if kind == "global":
+        assert score.shape == (3, 1)  # one score per image
+    else:
+        assert score.ndim == 4 and score.shape[1] == 1  # one score per patch
+
+
+def test_global_discriminator_is_the_paper_layout():
+    d = Discriminator(3, ndf=64, kind="global")
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512, 512, 1]
+    assert [c.stride[0] for c in convs[:5]] == [2, 2, 2, 2, 1]
+    assert any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in d.modules())
+    norms = [m for m in d.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert len(norms) == 3  # none on the first C64 and the last C512
+
+
+def test_model_builds_four_discriminators_and_inits_n002():
+    torch.manual_seed(0)
+    model = AGGAN(ModelConfig(ngf=16, n_blocks=2, ndf=16, image_size=32))
+    assert [d.net[0].in_channels for d in model.discriminators] == [3, 3, 4, 4]
+    w = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.001
+
+
+def test_bad_model_config_is_a_clear_error():
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        ModelConfig(image_size=30)
+    with pytest.raises(ConfigError, match="norm"):
+        ModelConfig(norm="group")
+    with pytest.raises(ConfigError, match="ngf"):
+        ModelConfig(ngf=0)
