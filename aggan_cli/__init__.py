@@ -26,6 +26,8 @@ _LAZY = {
     "load_run": "checkpoint",
     "load_generators": "checkpoint",
     "resolve_device": "device",
+    "Translator": "inference",
+    "load_image": "data",
 }
 
 __all__ = [
@@ -53,6 +55,8 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoint import load_generators, load_run, save_run
     from .config import ModelConfig, TrainConfig
+    from .data import load_image
     from .device import resolve_device
+    from .inference import Translator
     from .losses import discriminator_objective, generator_objective
     from .networks import AGGAN, AttentionGenerator, Discriminator
