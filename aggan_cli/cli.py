@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
-from click.core import ParameterSource
 
 from . import __version__
 from .errors import AgganError
@@ -113,6 +112,13 @@ _OPTIM = "Objective and optimisation"
 _RUNTIME = "Runtime"
 
 
+def _was_given(ctx: typer.Context, name: str) -> bool:
+    """True when an option came from the command line or its environment variable, not its default.
+    (Compared by name: Typer may use its own copy of click's ParameterSource enum.)"""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -147,7 +153,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=_RUNTIME)] = False,
 ) -> None:
     """Train AGGAN on two folders of unpaired images (or on the built-in demo with --demo)."""
-    given = {key for key in ctx.params if ctx.get_parameter_source(key) not in (ParameterSource.DEFAULT, None)}
+    given = {key for key in ctx.params if _was_given(ctx, key)}
     values = {key: (value.value if isinstance(value, Enum) else value) for key, value in ctx.params.items()}
     with user_errors():
         from .train_cli import run_train_command
@@ -167,15 +173,18 @@ def translate(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
     ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder [default: ./translated].", show_default=False)] = None,
-    size: Annotated[str, typer.Option(help="Working size: 'auto' (the checkpoint's training size, blended at full resolution) or 'native' (the network at full resolution).")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./translated].", show_default=False)] = None,
+    size: Annotated[str, typer.Option(help="Working size: 'auto' (the network at the checkpoint's training size, blended at full resolution), 'native' (the network at full resolution) or N (short side in pixels). See docs/translate.md.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images of equal working size per forward pass (GPU; the CPU runs one at a time).")] = 4,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Translate images with a trained checkpoint; outputs keep each input's exact size."""
+    """Translate images with a trained checkpoint; outputs keep each input's exact size.
+
+    Writes OUT/<stem>.png for each input (a folder's layout is kept) and prints each written path.
+    """
     with user_errors():
         from .translate_cli import run_translate_command
 
@@ -196,19 +205,23 @@ def export_masks(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
     ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder [default: ./masks].", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./masks].", show_default=False)] = None,
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write a heat-map overlay on the dimmed photo.")] = True,
     content: Annotated[bool, typer.Option("--content", help="Also write the content image R.")] = False,
     threshold: Annotated[Optional[float], typer.Option(help="Write a binary mask: 255 where attention > T (0 < T < 1).", show_default=False)] = None,
     format: Annotated[MaskFormat, typer.Option("--format", help="png (8-bit grey, 255 = fully attended) or npy (float32 in [0, 1]).")] = MaskFormat.png,
-    size: Annotated[str, typer.Option(help="Working size: 'auto' or 'native' (see translate).")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    size: Annotated[str, typer.Option(help="Working size: 'auto', 'native' or N (see translate).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images of equal working size per forward pass (GPU; the CPU runs one at a time).")] = 4,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Write the attention masks that show where the model chose to edit."""
+    """Write the attention masks that show where the model chose to edit.
+
+    Writes OUT/<stem>_mask.png (8-bit grey, 255 = fully attended) and <stem>_overlay.png, and with
+    --content <stem>_content.png, at each input's exact size.
+    """
     with user_errors():
         from .translate_cli import run_translate_command
 
@@ -226,14 +239,19 @@ def export_masks(
 
 @app.command("download-weights")
 def download_weights(
-    name: Annotated[Optional[str], typer.Argument(help="A registry name (see --list) or a Hub ORG/REPO.", show_default=False)] = None,
-    list_: Annotated[bool, typer.Option("--list", help="List the known checkpoints and whether they are cached.")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit) to download.", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(envvar="AGGAN_HOME", help="Cache folder [default: AGGAN_HOME or the user cache].", show_default=False)] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Do not use the network.")] = False,
+    name: Annotated[Optional[str], typer.Argument(metavar="NAME|ORG/REPO", help="A checkpoint name (see --list) or a Hugging Face Hub ORG/REPO.", show_default=False)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the known checkpoints and whether each is bundled or cached (no network).")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Hub revision: a branch, tag or commit (default: the registry's pinned commit, or main).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if the checkpoint is already cached.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(envvar="AGGAN_HOME", help="Cache folder (default: AGGAN_HOME, else the user cache folder).", show_default=False)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only the cache, never the network (also: HF_HUB_OFFLINE=1).")] = False,
 ) -> None:
-    """Download a published checkpoint into the cache (or list the known ones)."""
+    """Download a published checkpoint into the cache, verify it, and print its local path.
+
+    aggan download-weights --list
+
+    aggan download-weights ORG/REPO --revision v1.0
+    """
     with user_errors():
         from .weights_cli import run_download_command
 

@@ -59,6 +59,7 @@ class ModelConfig:
     ndf: int = 64
     discriminator: str = "patch"
     image_size: int = 256  # the training crop; translate runs the network at this short side
+    d_layers: int = 3      # PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16
 
     def __post_init__(self) -> None:
         _positive_int("ngf", self.ngf)
@@ -68,6 +69,8 @@ class ModelConfig:
         _choice("norm", self.norm, NORMS)
         _choice("discriminator", self.discriminator, DISCRIMINATORS)
         _positive_int("image_size", self.image_size)
+        _check(isinstance(self.d_layers, int) and 1 <= self.d_layers <= 5,
+               f"d_layers must be a whole number from 1 to 5, got {self.d_layers!r}")
         _check(self.image_size % 4 == 0,
                f"size must be a multiple of 4 (two stride-2 layers down and up), got {self.image_size}; "
                f"try {max(4, self.image_size // 4 * 4)}")

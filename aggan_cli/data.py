@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from .errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -119,3 +121,156 @@ def check_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, st
         else:
             good.append(path)
     return good, bad
+
+
+# ---------------------------------------------------------------------------------------------
+# training data: two unpaired sources, deterministic augmentation, an endless epoch sampler
+
+
+class FolderSource:
+    """The images of one domain folder."""
+
+    def __init__(self, paths: list[Path], name: str) -> None:
+        self.paths = list(paths)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int):
+        return load_image(self.paths[index]).rgb
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+class DemoSource:
+    """One domain of the procedural demo faces (see demo.py), rendered on the fly."""
+
+    def __init__(self, domain: str, *, seed: int, size: int, count: int) -> None:
+        self.domain, self.seed, self.size, self.count = domain, seed, size, count
+        self.name = "neutral" if domain == "a" else "smile"
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int):
+        from .demo import train_image
+
+        return train_image(self.seed, self.domain, index, self.size)
+
+    def describe(self, index: int) -> str:
+        return f"demo {self.name} #{index}"
+
+
+def open_domain(folder: str | Path, label: str, *, minimum: int) -> FolderSource:
+    """Find the images of a domain folder, checking what can be checked before training starts."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{label} folder {folder} does not exist")
+    if not folder.is_dir():
+        raise DataError(f"{label} must be a folder of images, but {folder} is a file")
+    paths = find_images(folder)
+    if not paths:
+        raise DataError(f"{label} folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}, searched recursively)")
+    # Cheap header check (no full decode): drops empty files and non-images before any work starts.
+    usable = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 - reading the header is the check
+        except Exception:  # noqa: BLE001 - any failure means the file is unusable
+            continue
+        usable.append(path)
+    if not usable:
+        raise DataError(f"{label} folder {folder} has no images that can be read: all {len(paths)} file(s) "
+                        "failed to open (empty, truncated or not images)")
+    if len(usable) < minimum:
+        raise DataError(f"{label} folder {folder} has {len(usable)} readable image(s) but the batch size needs at "
+                        f"least {minimum}; add images or lower --batch-size")
+    return FolderSource(usable, folder.name or str(folder))
+
+
+def _augment(image, rng: np.random.Generator, *, size: int, load_size: int, flip: bool):
+    """Shorter side to ``load_size``, random ``size`` crop, random horizontal flip; -> (3, size, size) in [-1, 1]."""
+    import torch
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    w, h = image.size
+    scale = load_size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        image = image.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left = int(rng.integers(0, nw - size + 1))
+    top = int(rng.integers(0, nh - size + 1))
+    image = image.crop((left, top, left + size, top + size))
+    tensor = TF.pil_to_tensor(image).to(torch.float32).div_(127.5).sub_(1.0)
+    if flip and rng.random() < 0.5:
+        tensor = tensor.flip(-1)
+    return tensor
+
+
+class UnpairedDataset:
+    """Item ``(epoch, i)`` is the i-th A image with a random B image, both augmented.
+
+    All randomness comes from ``(seed, epoch, i)``, so the data are the same whatever the number of
+    worker processes, and a resumed run sees exactly what an uninterrupted one would. A file that
+    fails to decode is replaced by the next one of its domain and reported in ``bad``.
+    """
+
+    def __init__(self, source_a, source_b, *, size: int, load_size: int, flip: bool, seed: int) -> None:
+        self.a, self.b = source_a, source_b
+        self.size, self.load_size, self.flip, self.seed = size, load_size, flip, seed
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def _load(self, source, index: int, rng, bad: list[str]):
+        for attempt in range(len(source)):
+            j = (index + attempt) % len(source)
+            try:
+                image = source.load(j)
+            except DataError as exc:
+                bad.append(str(exc))
+                continue
+            return _augment(image, rng, size=self.size, load_size=self.load_size, flip=self.flip)
+        raise DataError(f"no image of {source.name} could be decoded")
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        rng = np.random.default_rng([self.seed, epoch, i])
+        bad: list[str] = []
+        a = self._load(self.a, i % len(self.a), rng, bad)
+        b = self._load(self.b, int(rng.integers(len(self.b))), rng, bad)
+        return {"a": a, "b": b, "bad": bad}
+
+
+class EpochSampler:
+    """Endless ``(epoch, index)`` keys: a fresh permutation per epoch, this rank's shard of it, starting
+    at ``start`` (a count of keys already consumed by this rank, for exact resume)."""
+
+    def __init__(self, length: int, *, seed: int, rank: int = 0, world: int = 1, start: int = 0) -> None:
+        self.length, self.seed, self.rank, self.world, self.start = length, seed, rank, world, start
+        self.per_rank = length // world  # equal shards: every rank takes the same number of steps
+
+    def __iter__(self):
+        epoch, offset = divmod(self.start, self.per_rank)
+        while True:
+            perm = np.random.default_rng([self.seed, 7919, epoch]).permutation(self.length)
+            shard = perm[self.rank::self.world][: self.per_rank]
+            for index in shard[offset:]:
+                yield (epoch, int(index))
+            epoch, offset = epoch + 1, 0
+
+
+def collate(items: list[dict]):
+    import torch
+
+    return {
+        "a": torch.stack([it["a"] for it in items]),
+        "b": torch.stack([it["b"] for it in items]),
+        "bad": [msg for it in items for msg in it["bad"]],
+    }

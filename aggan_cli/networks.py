@@ -100,7 +100,8 @@ class Discriminator(nn.Module):
     which is what keeps the attention mask alive in our measurements (docs/training.md).
     """
 
-    def __init__(self, in_channels: int = 3, *, ndf: int = 64, norm: str = "instance", kind: str = "patch") -> None:
+    def __init__(self, in_channels: int = 3, *, ndf: int = 64, norm: str = "instance", kind: str = "patch",
+                 n_layers: int = 3) -> None:
         super().__init__()
         if kind not in ("global", "patch"):
             raise ConfigError(f"unknown discriminator {kind!r}; use 'patch' or 'global'")
@@ -118,9 +119,14 @@ class Discriminator(nn.Module):
                       + block(ndf * 4, ndf * 8, 2, True) + block(ndf * 8, ndf * 8, 1, False))
             layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(ndf * 8, 1, 1)]
         else:
-            layers = (block(in_channels, ndf, 2, False) + block(ndf, ndf * 2, 2, True) + block(ndf * 2, ndf * 4, 2, True)
-                      + block(ndf * 4, ndf * 8, 1, True))
-            layers += [nn.Conv2d(ndf * 8, 1, 4, stride=1, padding=1)]
+            layers = block(in_channels, ndf, 2, False)
+            mult = 1
+            for i in range(1, n_layers):
+                prev, mult = mult, min(2 ** i, 8)
+                layers += block(ndf * prev, ndf * mult, 2, True)
+            prev, mult = mult, min(2 ** n_layers, 8)
+            layers += block(ndf * prev, ndf * mult, 1, True)
+            layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -154,7 +160,7 @@ class AGGAN(nn.Module):
         self.g_ab = AttentionGenerator(**g)
         self.g_ba = AttentionGenerator(**g)
         if with_discriminators:
-            d = dict(ndf=config.ndf, norm=config.norm, kind=config.discriminator)
+            d = dict(ndf=config.ndf, norm=config.norm, kind=config.discriminator, n_layers=config.d_layers)
             self.d_a = Discriminator(3, **d)
             self.d_b = Discriminator(3, **d)
             self.d_a_attn = Discriminator(4, **d)

@@ -1,0 +1,551 @@
+"""The training loop: one generator update on the whole objective, one update of all four
+discriminators, history pools, the learning-rate schedule, logging, samples, checkpoints, resume.
+
+The step reads like the algorithm (CycleGAN's shape): forward both generators, backward G with the
+discriminators frozen, then backward D on real and pooled fake samples. The loop never reads a
+tensor back to the host except at logging intervals, so a GPU is never stalled for a print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from . import __version__
+from .checkpoint import STATE_FILE, atomic_write_text, load_run, load_state_dict_strict, load_training_state, save_run
+from .config import ModelConfig, TrainConfig
+from .data import EpochSampler, UnpairedDataset, collate
+from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .errors import CheckpointError, TrainingError
+from .losses import LossWeights, discriminator_objective, generator_objective, pair
+from .networks import AGGAN
+
+# A mask whose mean stays below / above these for COLLAPSE_PATIENCE logging intervals has collapsed.
+MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
+
+
+class Reporter(Protocol):
+    """What the trainer tells the outside world; the CLI draws it, tests record it."""
+
+    def start(self, info: dict[str, Any]) -> None: ...
+    def advance(self, step: int, metrics: dict[str, float] | None) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def saved(self, step: int, path: Path) -> None: ...
+
+
+class NullReporter:
+    def start(self, info): pass
+    def advance(self, step, metrics): pass
+    def warn(self, message): pass
+    def saved(self, step, path): pass
+
+
+class ImagePool:
+    """CycleGAN's history of generated samples: once full, each query returns, per image, the new
+    sample or (with probability ½) a stored one that the new sample then replaces. Feeding the
+    discriminators some older fakes keeps them from chasing the generator's latest move."""
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator, self.images = size, generator, []
+
+    def query(self, images: Tensor) -> Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif torch.rand((), generator=self.generator).item() < 0.5:
+                j = int(torch.randint(self.size, (), generator=self.generator).item())
+                out.append(self.images[j])
+                self.images[j] = image
+            else:
+                out.append(image)
+        return torch.cat(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"images": [im.cpu() for im in self.images]}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.images = [im.to(device) for im in state["images"]]
+
+
+@dataclass
+class Schedule:
+    """How many steps, and the learning-rate factor: 1 for the first half, then linear to 0 (DESIGN.md)."""
+
+    total_steps: int
+    steps_per_epoch: int
+
+    def lr_factor(self, step: int) -> float:
+        half = self.total_steps // 2
+        return 1.0 - max(0, step - half) / max(1, self.total_steps - half)
+
+
+@dataclass
+class MaskWatch:
+    """Counts consecutive logging intervals with a collapsed (≈0) or saturated (≈1) mask."""
+
+    low: dict[str, int] = field(default_factory=dict)
+    high: dict[str, int] = field(default_factory=dict)
+    warned: set = field(default_factory=set)
+
+    def update(self, direction: str, mean: float) -> str | None:
+        self.low[direction] = self.low.get(direction, 0) + 1 if mean < MASK_COLLAPSED else 0
+        self.high[direction] = self.high.get(direction, 0) + 1 if mean > MASK_SATURATED else 0
+        if self.low[direction] >= COLLAPSE_PATIENCE and (direction, "low") not in self.warned:
+            self.warned.add((direction, "low"))
+            return "collapsed"
+        if self.high[direction] >= COLLAPSE_PATIENCE and (direction, "high") not in self.warned:
+            self.warned.add((direction, "high"))
+            return "saturated"
+        return None
+
+
+def collapse_message(direction: str, kind: str, mean: float, cfg: ModelConfig) -> str:
+    if kind == "collapsed":
+        hint = ("the discriminators are winning and the attention sigmoid has saturated at 0, so the output "
+                "equals the input and no gradient reaches the content. ")
+        hint += ("The paper's global discriminator does this often: try --discriminator patch. "
+                 if cfg.discriminator == "global" else "Try a lower --lambda-pixel or a longer --warmup. ")
+        return f"attention mask {direction} has collapsed (mean {mean:.4f}): {hint}"
+    return (f"attention mask {direction} has saturated at 1 (mean {mean:.3f}): the generator repaints the whole "
+            "image instead of editing a region. Try a higher --lambda-tv or --lambda-pixel.")
+
+
+class _View:
+    """Attribute access to networks without registering them as submodules of the holder."""
+
+    def __init__(self, **networks) -> None:
+        self.__dict__.update(networks)
+
+
+class GeneratorLoss(torch.nn.Module):
+    """The generators' step as one module: its parameters are exactly g_ab's and g_ba's, so it can be
+    wrapped in DistributedDataParallel (one forward and one backward per step); the discriminators
+    are only read, never registered here."""
+
+    def __init__(self, model: AGGAN, weights: LossWeights) -> None:
+        super().__init__()
+        self.g_ab, self.g_ba, self.weights = model.g_ab, model.g_ba, weights
+        object.__setattr__(self, "_discriminators", (model.d_a, model.d_b, model.d_a_attn, model.d_b_attn))
+
+    def forward(self, x: Tensor, y: Tensor):
+        d_a, d_b, d_a_attn, d_b_attn = self._discriminators
+        view = _View(g_ab=self.g_ab, g_ba=self.g_ba, d_a=d_a, d_b=d_b, d_a_attn=d_a_attn, d_b_attn=d_b_attn)
+        return generator_objective(view, x, y, self.weights)
+
+
+class DiscriminatorLoss(torch.nn.Module):
+    """The four discriminators' step as one module (parameters: the four discriminators only)."""
+
+    def __init__(self, model: AGGAN, gan_loss_kind: str) -> None:
+        super().__init__()
+        self.d_a, self.d_b, self.d_a_attn, self.d_b_attn = model.d_a, model.d_b, model.d_a_attn, model.d_b_attn
+        self.kind = gan_loss_kind
+
+    def forward(self, x: Tensor, y: Tensor, fakes: dict[str, Tensor]):
+        return discriminator_objective(self, x, y, gan_loss_kind=self.kind, **fakes)
+
+
+class Trainer:
+    """Train AGGAN on two image sources; owns the model, optimisers, pools and the run folder.
+
+    ``source_a``/``source_b`` are objects with ``len()``, ``load(i) -> PIL.Image`` and ``name``
+    (data.FolderSource or data.DemoSource). ``rank``/``world`` are set under torchrun (see dist.py).
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        source_a,
+        source_b,
+        *,
+        run_dir: str | Path,
+        reporter: Reporter | None = None,
+        resume: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device | None = None,
+        command: str = "",
+    ) -> None:
+        self.mcfg, self.tcfg = model_config, train_config
+        self.run_dir = Path(run_dir)
+        self.reporter = reporter or NullReporter()
+        self.rank, self.world = rank, world
+        self.is_main = rank == 0
+        self.command = command
+        self.device = device or resolve_device(train_config.device)
+        self.amp_dtype = resolve_precision(train_config.precision, self.device)
+        self.domains = (source_a.name, source_b.name)
+        self.source_a, self.source_b = source_a, source_b
+
+        n = max(len(source_a), len(source_b))
+        per_step = train_config.batch_size * world
+        if n < per_step:
+            raise TrainingError(f"the larger domain has {n} image(s), fewer than one step needs "
+                                f"(batch size {train_config.batch_size} × {world} process(es)); lower --batch-size")
+        steps_per_epoch = n // per_step
+        if train_config.steps is not None:
+            total = train_config.steps
+        else:
+            total = (train_config.epochs or 200) * steps_per_epoch
+        self.schedule = Schedule(total, steps_per_epoch)
+
+        torch.manual_seed(train_config.seed)
+        self.model = AGGAN(model_config).to(self.device)
+        self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
+                                   lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv)
+        fused = self.device.type == "cuda"
+        betas = (train_config.beta1, train_config.beta2)
+        g_params = [p for g in self.model.generators for p in g.parameters()]
+        d_params = [p for d in self.model.discriminators for p in d.parameters()]
+        self.g_loss: torch.nn.Module = GeneratorLoss(self.model, self.weights)
+        self.d_loss: torch.nn.Module = DiscriminatorLoss(self.model, train_config.gan_loss)
+        if world > 1:
+            self._wrap_ddp()
+        self.opt_g = torch.optim.Adam(g_params, lr=train_config.lr, betas=betas, fused=fused or None)
+        self.opt_d = torch.optim.Adam(d_params, lr=train_config.lr, betas=betas, fused=fused or None)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lambda s: self.schedule.lr_factor(s))
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lambda s: self.schedule.lr_factor(s))
+        self.pool_gen = torch.Generator().manual_seed(train_config.seed + 1)
+        size = train_config.pool_size
+        self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
+        self.step = 0
+        self.watch = MaskWatch()
+        self.history: list[dict[str, float]] = []
+        self.fixed: dict[str, Tensor] | None = None
+        self.demo_score: dict[str, float] | None = None
+        self.bad_files: set[str] = set()
+        if resume:
+            self._restore()
+
+    def weights_at(self, step: int) -> LossWeights:
+        """The loss weights for ``step``: the pixel loss ramps in linearly over the warm-up."""
+        warmup = int(self.tcfg.extra.get("pixel_warmup", 0) * self.schedule.total_steps)
+        if warmup <= 0 or step >= warmup:
+            return self.weights
+        import dataclasses
+
+        return dataclasses.replace(self.weights, lambda_pixel=self.weights.lambda_pixel * step / warmup)
+
+    def _wrap_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if self.mcfg.norm == "batch" and self.device.type == "cuda":
+            # batch statistics over all processes' images, not each process's few
+            for name in ("g_ab", "g_ba", "d_a", "d_b", "d_a_attn", "d_b_attn"):
+                setattr(self.model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self.model, name)))
+            self.g_loss = GeneratorLoss(self.model, self.weights)
+            self.d_loss = DiscriminatorLoss(self.model, self.tcfg.gan_loss)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.g_loss = DDP(self.g_loss, device_ids=ids)
+        self.d_loss = DDP(self.d_loss, device_ids=ids)
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _set_requires_grad(self, modules, flag: bool) -> None:
+        for m in modules:
+            for p in m.parameters():
+                p.requires_grad_(flag)
+
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """One generator update and one discriminator update; returns detached loss terms (no sync)."""
+        model = self.model
+        # 1. generators, with the discriminators frozen so no D weight gradient is computed
+        self._set_requires_grad(model.discriminators, False)
+        _unwrap_loss(self.g_loss).weights = self.weights_at(self.step)
+        with autocast(self.device, self.amp_dtype):
+            g = self.g_loss(x, y)
+        self.opt_g.zero_grad(set_to_none=True)
+        g.total.backward()
+        self.opt_g.step()
+        # 2. discriminators, on real samples and pooled fakes
+        self._set_requires_grad(model.discriminators, True)
+        fake_b, fake_a = g.fake_b.detach(), g.fake_a.detach()
+        mask_b, mask_a = g.mask_b.detach(), g.mask_a.detach()
+        fakes = {
+            "fake_a": self.pools["a"].query(fake_a), "fake_b": self.pools["b"].query(fake_b),
+            "fake_pair_a": self.pools["a_attn"].query(pair(mask_a, fake_a)),
+            "fake_pair_b": self.pools["b_attn"].query(pair(mask_b, fake_b)),
+            "mask_a": mask_a, "mask_b": mask_b,
+        }
+        with autocast(self.device, self.amp_dtype):
+            d_total, d_terms = self.d_loss(x, y, fakes)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.opt_d.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        self.step += 1
+        terms = {**g.terms, **d_terms}
+        # mask statistics for the logs: M_y is the mask of a→b, M_x of b→a
+        terms["mask_ab_mean"] = mask_b.float().mean()
+        terms["mask_ab_frac"] = (mask_b > 0.5).float().mean()
+        terms["mask_ba_mean"] = mask_a.float().mean()
+        terms["mask_ba_frac"] = (mask_a > 0.5).float().mean()
+        return terms
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def loader(self):
+        from torch.utils.data import DataLoader
+
+        t = self.tcfg
+        dataset = UnpairedDataset(self.source_a, self.source_b, size=self.mcfg.image_size,
+                                  load_size=t.load_size or round(self.mcfg.image_size * 286 / 256),
+                                  flip=t.flip, seed=t.seed)
+        sampler = EpochSampler(len(dataset), seed=t.seed, rank=self.rank, world=self.world,
+                               start=self.step * t.batch_size)
+        workers = default_workers() if t.workers is None else t.workers
+        return DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                          pin_memory=self.device.type == "cuda", drop_last=True,
+                          persistent_workers=False, prefetch_factor=4 if workers else None)
+
+    def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
+        t = self.tcfg
+        end = min(self.schedule.total_steps, stop_at) if stop_at is not None else self.schedule.total_steps
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.reporter.start(self.describe(end))
+        started, start_step = time.perf_counter(), self.step
+        last_time, last_step = started, self.step
+        if self.fixed is None:
+            self.fixed = self._fixed_batch()
+        batches = iter(self.loader()) if self.step < end else iter(())
+        accumulated: dict[str, Tensor] = {}
+        count = 0
+        while self.step < end:
+            batch = next(batches)
+            for message in batch["bad"]:
+                if message not in self.bad_files:
+                    self.bad_files.add(message)
+                    self.reporter.warn(f"skipped an unreadable image: {message}")
+            x = batch["a"].to(self.device, non_blocking=True)
+            y = batch["b"].to(self.device, non_blocking=True)
+            terms = self.train_step(x, y)
+            for k, v in terms.items():
+                accumulated[k] = accumulated[k] + v if k in accumulated else v
+            count += 1
+            metrics = None
+            if self.step % t.log_every == 0 or self.step == end:
+                now = time.perf_counter()
+                metrics = self._log({k: v / count for k, v in accumulated.items()},
+                                    images_per_s=(self.step - last_step) * t.batch_size * self.world / max(now - last_time, 1e-9))
+                accumulated, count, last_time, last_step = {}, 0, now, self.step
+            self.reporter.advance(self.step, metrics)
+            if self.step % t.sample_every == 0 or self.step == end:
+                self.write_samples()
+            if self.step % t.save_every == 0 or self.step == end:
+                self.save()
+            if should_stop is not None and self._stop_requested(should_stop):
+                if self.step % t.save_every and self.step != end:
+                    self.save()
+                break
+        elapsed = time.perf_counter() - started
+        return {"steps": self.step - start_step, "step": self.step, "seconds": elapsed, "run_dir": str(self.run_dir),
+                "total_steps": self.schedule.total_steps}
+
+    def _stop_requested(self, should_stop: Callable[[], bool]) -> bool:
+        flag = should_stop()
+        if self.world > 1:
+            from .dist import any_rank
+
+            flag = any_rank(flag, self.device)
+        return flag
+
+    def record_demo_score(self, score: dict[str, float]) -> None:
+        """Store the demo's self-score in config.json and the model card."""
+        if self.is_main:
+            self.demo_score = score
+            self.save()
+
+    def describe(self, end: int) -> dict[str, Any]:
+        return {"device": describe_device(self.device), "precision": precision_name(self.amp_dtype),
+                "domains": self.domains, "sizes": (len(self.source_a), len(self.source_b)),
+                "start_step": self.step, "end_step": end, "total_steps": self.schedule.total_steps,
+                "steps_per_epoch": self.schedule.steps_per_epoch, "run_dir": str(self.run_dir),
+                "world": self.world}
+
+    def _log(self, means: dict[str, Tensor], *, images_per_s: float) -> dict[str, float]:
+        values = torch.stack(list(means.values())).float().cpu().tolist()  # the one host sync per interval
+        metrics = {k: round(v, 6) for k, v in zip(means, values)}
+        metrics.update(step=self.step, epoch=round(self.step / self.schedule.steps_per_epoch, 3),
+                       lr=self.opt_g.param_groups[0]["lr"], images_per_s=round(images_per_s, 2), time=time.time())
+        nonfinite = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        if nonfinite:
+            self.reporter.warn(f"non-finite loss terms at step {self.step}: {', '.join(nonfinite)}")
+        for direction, key in ((f"{self.domains[0]}→{self.domains[1]}", "mask_ab_mean"),
+                               (f"{self.domains[1]}→{self.domains[0]}", "mask_ba_mean")):
+            kind = self.watch.update(direction, metrics[key])
+            if kind:
+                self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg))
+        self.history.append(metrics)
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+        return metrics
+
+    # -- samples, saving, resuming ------------------------------------------------------------
+
+    def _fixed_batch(self, count: int = 4) -> dict[str, Tensor]:
+        """A fixed set of centre crops from both domains, for comparable sample grids over time."""
+        from .data import _augment  # same resize/crop as training, without randomness
+        import numpy as np
+
+        def take(source):
+            out = []
+            for i in range(min(count, len(source))):
+                try:
+                    image = source.load(i * max(1, len(source) // count))
+                except Exception:  # noqa: BLE001 - a broken file is reported by the loader, not here
+                    continue
+                rng = _CentreRng()
+                out.append(_augment(image, rng, size=self.mcfg.image_size, load_size=self.mcfg.image_size, flip=False))
+            return torch.stack(out) if out else None
+
+        return {"a": take(self.source_a), "b": take(self.source_b)}
+
+    def write_samples(self) -> None:
+        if not self.is_main or not self.fixed:
+            return
+        from .visuals import sample_grid
+
+        self.model.eval()
+        try:
+            with torch.no_grad(), autocast(self.device, self.amp_dtype):
+                rows = []
+                for key, g, back in (("a", self.model.g_ab, self.model.g_ba), ("b", self.model.g_ba, self.model.g_ab)):
+                    x = self.fixed.get(key)
+                    if x is None:
+                        continue
+                    x = x.to(self.device)
+                    out = g(x)
+                    rec = back(out.image).image
+                    rows.append((x, out.mask, out.content, out.image, rec))
+        finally:
+            self.model.train()
+        sample_grid(rows, self.run_dir / "samples" / f"step-{self.step:07d}.png")
+
+    def training_state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "d_a": self.model.d_a.state_dict(), "d_b": self.model.d_b.state_dict(),
+            "d_a_attn": self.model.d_a_attn.state_dict(), "d_b_attn": self.model.d_b_attn.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "pools": {k: p.state_dict() for k, p in self.pools.items()},
+            "pool_rng": self.pool_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save(self) -> Path | None:
+        if not self.is_main:
+            return None
+        save_run(self.run_dir, model_config=self.mcfg, g_ab=self.model.g_ab, g_ba=self.model.g_ba, step=self.step,
+                 domains=self.domains, train_config=self.tcfg.to_dict(), training_state=self.training_state(),
+                 extra=self._extra())
+        from .modelcard import write_model_card
+        from .visuals import plot_metrics
+
+        if self.history:
+            plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "metrics.png")
+        samples = sorted((self.run_dir / "samples").glob("step-*.png"))
+        write_model_card(self.run_dir, config=json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")),
+                         domains=self.domains, step=self.step,
+                         sample_image=str(samples[-1]) if samples else None, command_hint=self.command)
+        self.reporter.saved(self.step, self.run_dir)
+        return self.run_dir
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"total_steps": self.schedule.total_steps}
+        if self.demo_score is not None:
+            extra["demo_score"] = self.demo_score
+        return extra
+
+    def _restore(self) -> None:
+        ckpt = load_run(self.run_dir)
+        if ckpt.model_config != self.mcfg:
+            raise CheckpointError(f"{self.run_dir} was trained with a different model ({ckpt.model_config}); "
+                                  "resume with the same model options, or start a new run with --name")
+        state = load_training_state(self.run_dir, expected_step=ckpt.step)
+        for name in ("g_ab", "g_ba"):
+            load_state_dict_strict(getattr(self.model, name), ckpt.generators, name, ckpt.path / "model.safetensors")
+        for name in ("d_a", "d_b", "d_a_attn", "d_b_attn"):
+            try:
+                getattr(self.model, name).load_state_dict(state[name])
+            except (KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"{self.run_dir / STATE_FILE}: {name} does not match the model ({str(exc)[:150]})") from None
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        for k, p in self.pools.items():
+            p.load_state_dict(state["pools"][k], self.device)
+        self.pool_gen.set_state(state["pool_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        watch = state.get("watch") or {}
+        self.watch = MaskWatch(dict(watch.get("low", {})), dict(watch.get("high", {})),
+                               {tuple(w) for w in watch.get("warned", [])})
+        self.step = int(state["step"])
+        # the scheduler's lambda reads the (possibly raised) total; recompute the current lr from it
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * self.schedule.lr_factor(self.step)
+        self.history = _read_metrics(self.run_dir / "metrics.jsonl", upto=self.step)
+
+
+def _unwrap_loss(module):
+    return getattr(module, "module", module)
+
+
+class _CentreRng:
+    """Stands in for a numpy Generator in _augment: always the centre crop, never a flip."""
+
+    def integers(self, low, high=None):
+        return (high - 1) // 2 if high is not None else 0
+
+    def random(self):
+        return 1.0
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict[str, float]]:
+    """Metrics lines up to ``upto`` (a resumed run rewrites the lines after its checkpoint)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= upto:
+            kept.append(row)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def default_workers() -> int:
+    """Data-loading processes: leave the compute threads their cores (CPU) but keep a GPU fed."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.cuda.is_available():
+        return min(8, max(1, cores // 2))
+    return 0 if cores <= 2 else min(4, cores // 4)

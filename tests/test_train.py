@@ -1,0 +1,164 @@
+"""`aggan train`: data from real folders, the run folder, refusals, exact resume, TOML configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aggan_cli.cli import app
+from aggan_cli.config import ModelConfig, TrainConfig
+from aggan_cli.data import DemoSource, EpochSampler, UnpairedDataset, open_domain
+from aggan_cli.errors import DataError
+from aggan_cli.trainer import Trainer
+
+from images import write_empty, write_exif_rotated, write_mode, write_rgb, write_text, write_truncated_jpeg
+
+runner = CliRunner()
+TINY = ["--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--workers", "0", "--quiet"]
+
+
+def make_domains(root: Path, n_a: int = 3, n_b: int = 4) -> tuple[Path, Path]:
+    a, b = root / "neutral", root / "smile"
+    for i in range(n_a):
+        write_rgb(a / f"a{i}.jpg", (40 + i, 36), seed=i)
+    for i in range(n_b):
+        write_rgb(b / "nested" / f"b{i}.PNG", (36, 44 + i), seed=10 + i)
+    return a, b
+
+
+def test_awkward_real_files_train_and_broken_ones_are_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    write_mode(a / "grey.png", "L", (33, 41))
+    write_mode(a / "palette.png", "P", (45, 37))
+    write_mode(b / "cmyk.jpg", "CMYK", (40, 40))
+    write_mode(b / "deep.png", "I;16", (37, 50))
+    write_mode(b / "rgba.png", "RGBA", (50, 37))
+    write_exif_rotated(a / "rotated.jpg", (60, 34))
+    write_truncated_jpeg(a / "broken.jpg")
+    write_empty(b / "empty.png")
+    write_text(b / "notes.jpg")
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "12", "--log-every", "4", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg" in result.output  # the truncated file is named in a warning; training went on
+    run = tmp_path / "runs" / "smile"  # the run name defaults to DOMAIN_B's folder name
+    for name in ("config.json", "model.safetensors", "training-state.safetensors", "metrics.jsonl", "metrics.png",
+                 "README.md"):
+        assert (run / name).is_file(), name
+    assert list((run / "samples").glob("step-*.png"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["step"] == 12 and config["domains"] == {"a": "neutral", "b": "smile"}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    for key in ("mask_ab_mean", "mask_ab_frac", "mask_ba_mean", "mask_ba_frac", "cycle", "lr"):
+        assert key in rows[0]
+
+
+@pytest.mark.parametrize("problem,expected", [
+    ("missing", "does not exist"),
+    ("empty", "no images"),
+    ("file", "must be a folder"),
+    ("too_few", "batch size"),
+])
+def test_bad_folders_fail_before_any_work(tmp_path, monkeypatch, problem, expected):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    if problem == "missing":
+        b = tmp_path / "nope"
+    elif problem == "empty":
+        b = tmp_path / "empty_dir"
+        b.mkdir()
+        write_text(b / "readme.jpg")  # an unreadable "image" does not count
+    elif problem == "file":
+        b = write_rgb(tmp_path / "single.png", (32, 32))
+    args = ["train", str(a), str(b), "--steps", "2", *TINY]
+    if problem == "too_few":
+        args += ["--batch-size", "5"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_existing_run_is_refused_then_resume_extends_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    assert runner.invoke(app, ["train", str(a), str(b), "--steps", "4", *TINY]).exit_code == 0
+    again = runner.invoke(app, ["train", str(a), str(b), "--steps", "4", *TINY])
+    assert again.exit_code == 1 and "--resume" in again.output and "--name" in again.output
+    # resume without repeating folders or architecture flags; raise the step count to extend
+    more = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "6", "--quiet"])
+    assert more.exit_code == 0, more.output
+    assert json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())["step"] == 6
+    changed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--ngf", "8"])
+    assert changed.exit_code == 1 and "--ngf" in changed.output
+
+
+def test_toml_config_and_command_line_precedence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('steps = 3\nsize = 32\nngf = 4\nn-blocks = 1\nndf = 4\nlambda_pixel = 0.5\nname = "fromfile"\nworkers = 0\n')
+    result = runner.invoke(app, ["train", str(a), str(b), "--config", str(cfg), "--lambda-pixel", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "runs" / "fromfile" / "config.json").read_text())
+    assert saved["step"] == 3 and saved["model"]["ngf"] == 4
+    assert saved["train"]["lambda_pixel"] == 2.0  # the command line beats the file
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stepz = 3\n")
+    result = runner.invoke(app, ["train", str(a), str(b), "--config", str(bad)])
+    assert result.exit_code == 1 and "stepz" in result.output
+
+
+def _trainer(run_dir, steps=8, resume=False):
+    mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32)
+    tc = TrainConfig(steps=steps, workers=0, seed=3, device="cpu", log_every=2, sample_every=100, save_every=100,
+                     pool_size=3, load_size=36)
+    src_a = DemoSource("a", seed=3, size=40, count=5)
+    src_b = DemoSource("b", seed=3, size=40, count=7)
+    return Trainer(mc, tc, src_a, src_b, run_dir=run_dir, resume=resume)
+
+
+def test_resume_is_exact(tmp_path):
+    """N steps, stop, resume, N more == 2N straight: weights, optimisers, pools and data order."""
+    straight = _trainer(tmp_path / "straight")
+    straight.fit()
+    first = _trainer(tmp_path / "split")
+    first.fit(stop_at=4)
+    first.save()
+    second = _trainer(tmp_path / "split", resume=True)
+    assert second.step == 4
+    second.fit()
+    for (name, p), (_, q) in zip(straight.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(p, q), name
+    assert straight.opt_d.param_groups[0]["lr"] == second.opt_d.param_groups[0]["lr"]
+
+
+def test_learning_rate_is_constant_then_decays_to_zero(tmp_path):
+    t = _trainer(tmp_path / "lr", steps=8)
+    assert [t.schedule.lr_factor(s) for s in (0, 3, 4, 6, 8)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_data_order_is_independent_of_workers_and_sharded_by_rank(tmp_path):
+    a, b = make_domains(tmp_path, n_a=5, n_b=3)
+    ds = UnpairedDataset(open_domain(a, "A", minimum=1), open_domain(b, "B", minimum=1), size=32, load_size=36,
+                         flip=True, seed=0)
+    assert len(ds) == 5  # one epoch = max(|A|, |B|)
+    torch.testing.assert_close(ds[(0, 2)]["a"], ds[(0, 2)]["a"])
+    keys = list(zip(range(10), EpochSampler(5, seed=0)))
+    assert sorted(k[1][1] for k in keys[:5]) == [0, 1, 2, 3, 4]  # each epoch a permutation
+    r0 = [k for _, k in zip(range(4), EpochSampler(4, seed=0, rank=0, world=2))]
+    r1 = [k for _, k in zip(range(4), EpochSampler(4, seed=0, rank=1, world=2))]
+    assert {i for _, i in r0[:2]}.isdisjoint({i for _, i in r1[:2]})  # disjoint shards per epoch
+    resumed = [k for _, k in zip(range(3), EpochSampler(5, seed=0, start=7))]
+    assert resumed == [k for _, k in keys[7:10]]
+
+
+def test_open_domain_rejects_folder_without_enough_images(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        open_domain(tmp_path / "x", "DOMAIN_A", minimum=1)
