@@ -59,7 +59,7 @@ def load_image(path: str | Path) -> LoadedImage:
                     im.seek(0)  # animated GIF/WebP/TIFF: the first frame
                 im.load()
                 im = ImageOps.exif_transpose(im) or im
-                rgb, alpha = _to_rgb(im)
+                rgb, alpha = to_rgb(im)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -68,13 +68,13 @@ def load_image(path: str | Path) -> LoadedImage:
         raise DataError(f"{path} is too large to decode safely ({exc}); resize it first") from None
     except UnidentifiedImageError:
         raise DataError(f"{path} is not an image file PIL can read (or it is empty)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError) as exc:  # PIL's decoders raise all of these
         raise DataError(f"{path} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                         "the file is truncated or corrupt") from None
     return LoadedImage(rgb, alpha, path)
 
 
-def _to_rgb(im):
+def to_rgb(im):
     """Any PIL mode -> (RGB image, alpha image or None)."""
     import numpy as np
     from PIL import Image

@@ -94,9 +94,10 @@ def render(face: Face, size: int, *, smile: bool):
     lip = (150, 30, 40)
     width = max(1, int(0.13 * r))
     if smile:
-        # a U-shaped arc: the lower half of an ellipse through both mouth corners
-        box = [cx - mw, my - 0.6 * mw, cx + mw, my + 0.6 * mw]
-        draw.arc(box, start=10, end=170, fill=lip, width=width)
+        # an open grin: the lower half of an ellipse through both mouth corners, with a row of teeth
+        box = [cx - mw, my - 0.75 * mw, cx + mw, my + 0.75 * mw]
+        draw.chord(box, start=0, end=180, fill=lip)
+        draw.rectangle([cx - 0.8 * mw, my, cx + 0.8 * mw, my + 0.22 * mw], fill=(245, 245, 235))
     else:
         draw.line([cx - mw, my + 0.1 * mw, cx + mw, my + 0.1 * mw], fill=lip, width=width)
     return img.resize((size, size), Image.Resampling.LANCZOS)

@@ -183,13 +183,13 @@ def _decode(image: Any) -> tuple[Any, Any, Path | None]:
     """(PIL RGB, alpha or None, source path) for a path, a PIL image, an array or a tensor."""
     from PIL import Image, ImageOps
 
-    from .data import _to_rgb, load_image
+    from .data import to_rgb, load_image
 
     if isinstance(image, (str, os.PathLike)):
         loaded = load_image(image)
         return loaded.rgb, loaded.alpha, loaded.path
     if isinstance(image, Image.Image):
-        rgb, alpha = _to_rgb(ImageOps.exif_transpose(image) or image)
+        rgb, alpha = to_rgb(ImageOps.exif_transpose(image) or image)
         return rgb, alpha, None
     if isinstance(image, Tensor):
         image = image.detach().cpu()

@@ -33,6 +33,8 @@ class LossWeights:
     lambda_pixel: float = 1.0
     lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
     adversarial: float = 1.0     # scale of the four adversarial terms (a warm-up may ramp it)
+    lambda_floor: float = 0.0    # weight of the attention floor (keeps mask logits above floor_logit)
+    floor_logit: float = -4.0
 
 
 def gan_loss(score: Tensor, target_is_real: bool, kind: str) -> Tensor:
@@ -59,6 +61,13 @@ def tv_loss(mask: Tensor) -> Tensor:
     dh = (mask[:, :, 1:, :] - mask[:, :, :-1, :]).abs().sum()
     dw = (mask[:, :, :, 1:] - mask[:, :, :, :-1]).abs().sum()
     return (dh + dw) / mask.shape[0]
+
+
+def floor_loss(mask: Tensor, floor_logit: float) -> Tensor:
+    """Mean of relu(floor − logit(M)): zero while every mask logit is above ``floor_logit``, and a
+    gradient of constant size below it, however saturated the sigmoid (logit∘sigmoid is the identity)."""
+    m = mask.float().clamp(1e-7, 1 - 1e-7)
+    return torch.relu(floor_logit - torch.log(m / (1 - m))).mean()
 
 
 def l1(a: Tensor, b: Tensor) -> Tensor:
@@ -109,11 +118,15 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
         "pixel": l1(fake_b, x) + l1(fake_a, y),
         "tv": tv_loss(mask_a) + tv_loss(mask_b),
     }
+    if weights.lambda_floor:
+        terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
     adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
     total = (weights.adversarial * adversarial
              + weights.lambda_cycle * terms["cycle"]
              + weights.lambda_pixel * terms["pixel"]
              + weights.lambda_tv * terms["tv"])
+    if weights.lambda_floor:
+        total = total + weights.lambda_floor * terms["floor"]
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
     return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)
@@ -131,6 +144,7 @@ def discriminator_objective(
     mask_a: Tensor,
     mask_b: Tensor,
     gan_loss_kind: str = "lsgan",
+    identity_negatives: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The four discriminators' loss, each ½(real + fake) as CycleGAN.
 
@@ -142,14 +156,17 @@ def discriminator_objective(
     kind = gan_loss_kind
     mask_a, mask_b = mask_a.detach(), mask_b.detach()
 
-    def half(d: torch.nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        return 0.5 * (gan_loss(d(real), True, kind) + gan_loss(d(fake.detach()), False, kind))
+    def half(d: torch.nn.Module, real: Tensor, fake: Tensor, negative: Tensor) -> Tensor:
+        fake_loss = gan_loss(d(fake.detach()), False, kind)
+        if identity_negatives:
+            fake_loss = 0.5 * (fake_loss + gan_loss(d(negative), False, kind))
+        return 0.5 * (gan_loss(d(real), True, kind) + fake_loss)
 
     terms = {
-        "d_a": half(model.d_a, real_a, fake_a),
-        "d_b": half(model.d_b, real_b, fake_b),
-        "d_a_attn": half(model.d_a_attn, pair(mask_a, real_a), fake_pair_a),
-        "d_b_attn": half(model.d_b_attn, pair(mask_b, real_b), fake_pair_b),
+        "d_a": half(model.d_a, real_a, fake_a, real_b),
+        "d_b": half(model.d_b, real_b, fake_b, real_a),
+        "d_a_attn": half(model.d_a_attn, pair(mask_a, real_a), fake_pair_a, pair(mask_a, real_b)),
+        "d_b_attn": half(model.d_b_attn, pair(mask_b, real_b), fake_pair_b, pair(mask_b, real_a)),
     }
     total = terms["d_a"] + terms["d_b"] + terms["d_a_attn"] + terms["d_b_attn"]
     terms = {k: v.detach() for k, v in terms.items()}

@@ -224,7 +224,7 @@ class RichReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+            BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
             TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=self.console, transient=False,
         )
         self.progress.start()
@@ -238,8 +238,8 @@ class RichReporter:
         stats = ""
         if self.last:
             m = self.last
-            stats = (f"{m['images_per_s']:.1f} img/s  G {m['g_total']:.3f}  D {m['d_total']:.3f}  "
-                     f"cyc {m['cycle']:.3f}  mask {m['mask_ab_mean']:.2f}/{m['mask_ba_mean']:.2f}")
+            stats = (f"{m['images_per_s']:.1f} img/s G {m['g_total']:.2f} D {m['d_total']:.2f} "
+                     f"mask {m['mask_ab_mean']:.2f}/{m['mask_ba_mean']:.2f}")
         self.progress.update(self.task, completed=step, stats=stats)
 
     def warn(self, message: str) -> None:

@@ -154,8 +154,9 @@ class DiscriminatorLoss(torch.nn.Module):
         self.d_a, self.d_b, self.d_a_attn, self.d_b_attn = model.d_a, model.d_b, model.d_a_attn, model.d_b_attn
         self.kind = gan_loss_kind
 
-    def forward(self, x: Tensor, y: Tensor, fakes: dict[str, Tensor]):
-        return discriminator_objective(self, x, y, gan_loss_kind=self.kind, **fakes)
+    def forward(self, x: Tensor, y: Tensor, fakes: dict[str, Tensor], identity_negatives: bool = False):
+        return discriminator_objective(self, x, y, gan_loss_kind=self.kind, identity_negatives=identity_negatives,
+                                       **fakes)
 
 
 class Trainer:
@@ -206,7 +207,9 @@ class Trainer:
         torch.manual_seed(train_config.seed)
         self.model = AGGAN(model_config).to(self.device)
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
-                                   lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv)
+                                   lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
+                                   lambda_floor=float(train_config.extra.get("lambda_floor", 0.0)),
+                                   floor_logit=float(train_config.extra.get("floor_logit", -4.0)))
         fused = self.device.type == "cuda"
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]
@@ -282,7 +285,7 @@ class Trainer:
             "mask_a": mask_a, "mask_b": mask_b,
         }
         with autocast(self.device, self.amp_dtype):
-            d_total, d_terms = self.d_loss(x, y, fakes)
+            d_total, d_terms = self.d_loss(x, y, fakes, bool(self.tcfg.extra.get("identity_negatives")))
         self.opt_d.zero_grad(set_to_none=True)
         d_total.backward()
         self.opt_d.step()
