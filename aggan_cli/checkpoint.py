@@ -6,13 +6,37 @@ A run folder is both the training state and a loadable checkpoint, and ``config.
 
 Nothing here unpickles: tensors live in safetensors files, and the training state's non-tensor parts
 (optimizer hyper-parameters, step, pools' sizes, RNG state layout) are stored as JSON in the
-safetensors header. Every write is atomic: a temporary file in the same folder, fsync, rename.
+safetensors header. A pickle (``.pt``, ``.pth``, ``.ckpt``, or one renamed to ``.safetensors``) is
+refused with a message saying what it is; it is never opened with ``pickle``.
+
+Crash safety: a save is one transaction whose commit point is a single directory rename.
+
+1. Every file of the save (training state, weights, ``config.json``) is written and fsynced into a
+   fresh hidden folder ``.ckpt-<step>.tmp-<random>`` inside the run folder.
+2. That folder is renamed to ``.ckpt-<step>``: from this moment the save exists, complete.
+3. Its files are moved, one rename each, to the top of the run folder (training state, weights,
+   ``config.json`` last), where ``translate`` and the Hub layout expect them.
+4. The emptied ``.ckpt-<step>`` folder and any leftovers of interrupted saves are removed.
+
+Every file carries its step (``config.json``'s ``step``, each safetensors header's ``step``). A reader
+(:func:`find_save`) takes the newest step for which a consistent set of files exists, looking for each
+file first in a committed ``.ckpt-<step>`` folder and then at the top. A kill before step 2 leaves the
+previous save at the top, untouched; a kill during step 3 leaves the new save split between the folder
+and the top, still complete; a kill during step 4 leaves it at the top. Temporary folders are never
+read. A save that fails (disk full, permission denied) raises :class:`CheckpointError` and leaves the
+previous save as it was. One process writes a run folder at a time (``aggan train`` holds a lock, see
+lock.py); readers may run at any time. Other files (metrics, samples, the model card) are written
+atomically one by one: temporary file, fsync, rename.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +54,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training-state.safetensors"
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
+RUN_FILES = (STATE_FILE, WEIGHTS_FILE, CONFIG_FILE)  # the order of the moves into place: config.json last
+GENERATION_PREFIX = ".ckpt-"
+_COMMITTED = re.compile(r"^\.ckpt-(\d+)$")  # .ckpt-<step>; .ckpt-<step>.tmp-* and .trash-* are never read
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +163,15 @@ def save_tensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapp
 
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read every tensor and the header metadata of a safetensors file; any damage is a CheckpointError."""
+    return _open_safetensors(path, with_tensors=True)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The header metadata of a safetensors file, checked for truncation without reading the tensors."""
+    return _open_safetensors(path, with_tensors=False)[1]
+
+
+def _open_safetensors(path: str | Path, *, with_tensors: bool) -> tuple[dict[str, Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     path = Path(path)
@@ -145,13 +181,32 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CheckpointError(f"{path} is empty (0 bytes): the file was not written completely; "
                               "re-download it or use an earlier checkpoint")
     try:
+        # safe_open checks that the header's offsets cover the file exactly: a torn file fails here
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises several types for damaged files
+        pickled = _pickle_kind(path)
+        if pickled:
+            raise CheckpointError(f"{path} is {pickled}, not safetensors; aggan never unpickles (a pickle can run "
+                                  "any code when loaded). Use a model.safetensors written by aggan") from None
         raise CheckpointError(f"{path} is not a valid safetensors file ({_short(exc)}): it is truncated or corrupt; "
                               "re-download it or use an earlier checkpoint") from None
     return tensors, metadata
+
+
+def _pickle_kind(path: Path) -> str | None:
+    """Name the format of a file that starts like a pickle or a ``torch.save`` archive, from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (the format of torch.save), which holds a pickle"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (the format of older torch.save files)"
+    return None
 
 
 def _short(exc: BaseException) -> str:
@@ -171,6 +226,8 @@ class RunCheckpoint:
     config: dict[str, Any]     # the whole config.json
     model_config: ModelConfig
     generators: dict[str, Tensor]  # g_ab.* and g_ba.* tensors
+    weights_path: Path | None = None  # the file the generators came from (see find_save)
+    state_path: Path | None = None    # the training state of the same save, when asked for
 
     @property
     def step(self) -> int:
@@ -194,17 +251,22 @@ def save_run(
     training_state: Any = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a run folder. The training state first, the weights next, ``config.json`` last: each file
-    carries the step, and a reader checks they agree, so a kill between two writes is detected."""
+    """Write a run folder as one crash-safe transaction (see the module docstring); returns ``run_dir``.
+
+    Raises :class:`CheckpointError` when the disk refuses (full, read-only, no permission); the
+    previous save is then left exactly as it was."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": str(FORMAT_VERSION), "step": str(step)}
+    files: dict[str, Callable[[], bytes]] = {}  # serialised one at a time, so only one file is in memory
     if training_state is not None:
-        tensors, skeleton = flatten_state(training_state)
-        save_tensors(run_dir / STATE_FILE, tensors, {**meta, "state": json.dumps(skeleton)})
+        def state() -> bytes:
+            tensors, skeleton = flatten_state(training_state)
+            return _serialise(tensors, {**meta, "state": json.dumps(skeleton)})
+
+        files[STATE_FILE] = state
     weights = {f"g_ab.{k}": v for k, v in _unwrap(g_ab).state_dict().items()}
     weights.update({f"g_ba.{k}": v for k, v in _unwrap(g_ba).state_dict().items()})
-    save_tensors(run_dir / WEIGHTS_FILE, weights, meta)
+    files[WEIGHTS_FILE] = lambda: _serialise(weights, meta)
     config = {
         "format_version": FORMAT_VERSION,
         "aggan_version": __version__,
@@ -214,8 +276,97 @@ def save_run(
         "train": dict(train_config or {}),
         **dict(extra or {}),
     }
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=False) + "\n")
+    files[CONFIG_FILE] = lambda: (json.dumps(config, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _sweep(run_dir, committed=False)
+        generation = _commit(run_dir, step, files)
+    except OSError as exc:
+        raise CheckpointError(f"could not save step {step} in {run_dir}: {os_reason(exc)}; nothing of this save "
+                              "was kept and the previous checkpoint there is unchanged") from None
+    try:
+        _publish(run_dir, generation)
+    except OSError as exc:
+        raise CheckpointError(f"saved step {step} in {generation} but could not move it into {run_dir}: "
+                              f"{os_reason(exc)}; the save is complete and loadable where it is") from None
+    try:
+        _sweep(run_dir, committed=True)
+    except OSError:
+        pass  # leftovers are never read, and the next save sweeps again
     return run_dir
+
+
+def _serialise(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data`` and fsync it (the caller makes it visible atomically)."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _commit(run_dir: Path, step: int, files: Mapping[str, Callable[[], bytes]]) -> Path:
+    """Steps 1 and 2: write every file into a temporary folder, then rename it to ``.ckpt-<step>``."""
+    target = run_dir / f"{GENERATION_PREFIX}{step}"
+    if target.exists():
+        # an interrupted save of this same step (resumed here, and now saved again): finish moving its
+        # files into place first, so that a consistent set exists at every moment
+        _publish(run_dir, target)
+        _discard(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{GENERATION_PREFIX}{step}.tmp-", dir=run_dir))
+    try:
+        for name, serialise in files.items():
+            write_durably(tmp / name, serialise())
+        _fsync_dir(tmp)
+        os.rename(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(run_dir)
+    return target
+
+
+def _publish(run_dir: Path, generation: Path) -> None:
+    """Step 3: move a committed save's files to the top of the run folder, ``config.json`` last."""
+    for name in RUN_FILES:
+        if (generation / name).exists():
+            os.replace(generation / name, run_dir / name)
+    _fsync_dir(run_dir)
+
+
+def _sweep(run_dir: Path, *, committed: bool) -> None:
+    """Remove what interrupted saves left: temporary folders and files, and (``committed=True``, only
+    right after a save was published) every ``.ckpt-<step>`` folder, all older than that save."""
+    for entry in run_dir.iterdir():
+        name = entry.name
+        if not name.startswith("."):
+            continue
+        if name.startswith(GENERATION_PREFIX) and entry.is_dir():
+            if ".tmp-" in name or ".trash-" in name or (committed and _COMMITTED.match(name)):
+                _discard(entry)
+        elif name.endswith(".tmp") and entry.is_file():  # an atomic_write killed before its rename
+            entry.unlink(missing_ok=True)
+
+
+def _discard(folder: Path) -> None:
+    """Delete a folder so that no moment shows a half-deleted one under a name a reader would trust."""
+    if _COMMITTED.match(folder.name):
+        trash = folder.with_name(f"{folder.name}.trash-{secrets.token_hex(4)}")
+        os.rename(folder, trash)
+        folder = trash
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def os_reason(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: what the operating system said, for a one-line message."""
+    code = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{text} ({code})" if code else text
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -245,13 +396,18 @@ def read_config(path: str | Path) -> dict[str, Any]:
                               f"reads (format {FORMAT_VERSION}); upgrade with: pip install -U aggan")
     if version < 1:
         raise CheckpointError(f"{path} has an invalid format_version {version}")
+    step = config.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path} has an invalid step {step!r}; the checkpoint is damaged")
+    if not isinstance(config.get("domains", {}), dict):
+        raise CheckpointError(f"{path} has an invalid domains entry; the checkpoint is damaged")
     return config
 
 
 def locate_run(path: str | Path) -> tuple[Path, Path]:
     """(run folder, weights file) for a run folder or a ``model.safetensors`` path; refuses pickles."""
     path = Path(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    if path.suffix.lower() in PICKLE_SUFFIXES and not path.is_dir():
         raise CheckpointError(f"{path} is a pickle-based PyTorch file; aggan never unpickles (a pickle can run any "
                               "code when loaded). Use a run folder or a model.safetensors with its config.json")
     if path.is_dir():
@@ -261,19 +417,94 @@ def locate_run(path: str | Path) -> tuple[Path, Path]:
     raise CheckpointError(f"checkpoint {path} does not exist")
 
 
-def load_run(path: str | Path) -> RunCheckpoint:
-    """Read a run folder (or its ``model.safetensors``): config and generator weights, checked."""
-    run_dir, weights_path = locate_run(path)
-    config = read_config(run_dir / CONFIG_FILE)
+@dataclass(frozen=True)
+class SavedFiles:
+    """Where the newest complete save of a run folder lies: the top of the folder, or partly a
+    committed ``.ckpt-<step>`` folder whose move into place was interrupted."""
+
+    step: int
+    config: dict[str, Any]
+    config_path: Path
+    weights: Path
+    state: Path | None  # None unless asked for
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` holds a save, whole or interrupted while being moved into place."""
+    run_dir = Path(run_dir)
+    return (run_dir / CONFIG_FILE).exists() or bool(_committed(run_dir))
+
+
+def find_save(run_dir: str | Path, *, need_state: bool = False) -> SavedFiles:
+    """The newest consistent save in ``run_dir`` (with its training state when ``need_state``).
+
+    Checks headers only: each file must be whole and carry the same step. When no candidate passes,
+    the error is the one about the files at the top of the folder, the ones a user sees."""
+    run_dir = Path(run_dir)
+    for step, folder in _committed(run_dir):
+        try:
+            return _check_save(run_dir, folder, step, need_state)
+        except CheckpointError:
+            continue  # a damaged leftover: an older save may still be whole
+    return _check_save(run_dir, None, None, need_state)
+
+
+def _committed(run_dir: Path) -> list[tuple[int, Path]]:
+    """Committed ``.ckpt-<step>`` folders, newest first."""
     try:
-        model_config = ModelConfig.from_dict(config.get("model") or {})
-    except ConfigError as exc:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} has a bad model section: {exc}") from None
-    if not weights_path.exists():
-        raise CheckpointError(f"{weights_path} is missing: the run folder has no weights yet")
-    tensors, metadata = load_tensors(weights_path)
-    _check_step(weights_path, metadata, config)
-    return RunCheckpoint(run_dir, config, model_config, tensors)
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return []
+    found = [(int(m.group(1)), e) for e in entries if (m := _COMMITTED.match(e.name)) and e.is_dir()]
+    return sorted(found, key=lambda item: item[0], reverse=True)
+
+
+def _check_save(run_dir: Path, folder: Path | None, step: int | None, need_state: bool) -> SavedFiles:
+    def pick(name: str) -> Path:
+        return folder / name if folder is not None and (folder / name).exists() else run_dir / name
+
+    config_path = pick(CONFIG_FILE)
+    config = read_config(config_path)
+    if step is not None and config.get("step") != step:
+        raise CheckpointError(f"{config_path} is from step {config.get('step')}, not {step}")
+    weights = pick(WEIGHTS_FILE)
+    if not weights.exists():
+        raise CheckpointError(f"{weights} is missing: the run folder has no weights yet")
+    _check_step(weights, read_metadata(weights), config)
+    state = None
+    if need_state:
+        state = pick(STATE_FILE)
+        metadata = read_metadata(state)
+        if "state" not in metadata:
+            raise CheckpointError(f"{state} has no training-state header; it was not written by aggan")
+        _check_step(state, metadata, config)
+    return SavedFiles(int(config.get("step", 0)), config, config_path, weights, state)
+
+
+def load_run(path: str | Path, *, need_state: bool = False) -> RunCheckpoint:
+    """Read a run folder (or its ``model.safetensors``): config and generator weights, checked.
+
+    A folder gives its newest consistent save (:func:`find_save`); a weights file under another name
+    is read with the ``config.json`` next to it."""
+    run_dir, weights_path = locate_run(path)
+    attempts = 3  # a concurrent save may move new files into place between the header check and the read
+    for attempt in range(1, attempts + 1):
+        if weights_path == run_dir / WEIGHTS_FILE:
+            found = find_save(run_dir, need_state=need_state)
+        else:
+            config = read_config(run_dir / CONFIG_FILE)
+            found = SavedFiles(int(config.get("step", 0)), config, run_dir / CONFIG_FILE, weights_path, None)
+        try:
+            model_config = ModelConfig.from_dict(found.config.get("model") or {})
+        except ConfigError as exc:
+            raise CheckpointError(f"{found.config_path} has a bad model section: {exc}") from None
+        if not found.weights.exists():
+            raise CheckpointError(f"{found.weights} is missing: the run folder has no weights yet")
+        tensors, metadata = load_tensors(found.weights)
+        if attempt < attempts and metadata.get("step", str(found.step)) != str(found.step):
+            continue
+        _check_step(found.weights, metadata, found.config)
+        return RunCheckpoint(run_dir, found.config, model_config, tensors, found.weights, found.state)
 
 
 def _check_step(path: Path, metadata: Mapping[str, str], config: Mapping[str, Any]) -> None:
@@ -312,19 +543,22 @@ def load_generators(path: str | Path, device: str | torch.device = "cpu"):
     ckpt = load_run(path)
     stray = sorted(k for k in ckpt.generators if not k.startswith(("g_ab.", "g_ba.")))
     if stray:
-        raise CheckpointError(f"{ckpt.path / WEIGHTS_FILE} has {len(stray)} unexpected key(s) such as {stray[0]}")
+        raise CheckpointError(f"{ckpt.weights_path} has {len(stray)} unexpected key(s) such as {stray[0]}")
     cfg = ckpt.model_config
     nets = []
     for name in ("g_ab", "g_ba"):
         g = AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
-        load_state_dict_strict(g, ckpt.generators, name, ckpt.path / WEIGHTS_FILE)
+        load_state_dict_strict(g, ckpt.generators, name, ckpt.weights_path)
         nets.append(g.to(device).eval())
     return nets[0], nets[1], ckpt
 
 
 def load_training_state(run_dir: str | Path, expected_step: int | None = None) -> Any:
-    """The nested training state saved by :func:`save_run` (tensors on CPU)."""
-    path = Path(run_dir) / STATE_FILE
+    """The nested training state saved by :func:`save_run` (tensors on CPU), from a run folder or
+    from the state file itself (``RunCheckpoint.state_path``)."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / STATE_FILE
     tensors, metadata = load_tensors(path)
     if "state" not in metadata:
         raise CheckpointError(f"{path} has no training-state header; it was not written by aggan")

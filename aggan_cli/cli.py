@@ -80,11 +80,20 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except AgganError as exc:
-        error_line(str(exc))
+        error_line(_one_line(str(exc)))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         error_line("interrupted")
         raise typer.Exit(130) from None
+
+
+def _one_line(message: str) -> str:
+    """The message itself, also when a DataLoader worker re-raised it with the worker's traceback
+    folded in ("Caught DataError in DataLoader worker process 0. Original Traceback ... DataError: msg")."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def _version_callback(value: bool) -> None:
@@ -139,11 +148,16 @@ def train(
     lambda_cycle: Annotated[float, typer.Option(help="Weight of the cycle-consistency loss.", rich_help_panel=_OPTIM)] = 10.0,
     lambda_pixel: Annotated[float, typer.Option(help="Weight of the pixel loss |G(x) - x|.", rich_help_panel=_OPTIM)] = 1.0,
     lambda_tv: Annotated[float, typer.Option(help="Weight of the attention (total-variation) loss.", rich_help_panel=_OPTIM)] = 1e-6,
+    lambda_floor: Annotated[float, typer.Option(help="Weight of the attention floor that keeps the mask from collapsing to 0 early in training (0 = off, the paper).", rich_help_panel=_OPTIM)] = 1.0,
+    identity_negatives: Annotated[bool, typer.Option("--identity-negatives/--no-identity-negatives", help="Discriminators also see the other domain's real images as fakes, so output = input is penalised (off = the paper).", rich_help_panel=_OPTIM)] = True,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, no attention floor, no identity negatives.", rich_help_panel=_MODEL)] = False,
     gan_loss: Annotated[GanLoss, typer.Option(help="Adversarial loss: lsgan or vanilla (the paper's log-likelihood).", rich_help_panel=_OPTIM)] = GanLoss.lsgan,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_RUNTIME)] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.", rich_help_panel=_RUNTIME)] = Precision.auto,
     seed: Annotated[int, typer.Option(help="Random seed; a CPU run with the same seed is reproducible.", rich_help_panel=_RUNTIME)] = 0,
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes \\[default: from the CPU count].", rich_help_panel=_RUNTIME, show_default=False)] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks: a slow first step, faster steps after (GPU).", rich_help_panel=_RUNTIME)] = False,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Memory layout \\[default: channels-last on CUDA, contiguous on CPU; see docs/performance.md].", rich_help_panel=_RUNTIME, show_default=False)] = None,
     save_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (and at the end).", rich_help_panel=_RUNTIME)] = 1000,
     sample_every: Annotated[int, typer.Option(help="Write a sample grid every N steps.", rich_help_panel=_RUNTIME)] = 500,
     log_every: Annotated[int, typer.Option(help="Log losses and mask statistics every N steps.", rich_help_panel=_RUNTIME)] = 50,
@@ -159,6 +173,51 @@ def train(
         from .train_cli import run_train_command
 
         run_train_command(values, given)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+
+class BenchOnly(str, Enum):
+    both = "both"
+    train = "train"
+    inference = "inference"
+
+
+@app.command()
+def bench(
+    size: Annotated[int, typer.Option(help="Image size in pixels (a multiple of 4).")] = 256,
+    ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
+    n_blocks: Annotated[int, typer.Option(help="Residual blocks in each generator.")] = 9,
+    ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
+    norm: Annotated[Norm, typer.Option(help="instance or batch.")] = Norm.instance,
+    discriminator: Annotated[DiscriminatorKind, typer.Option(help="patch or global.")] = DiscriminatorKind.patch,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step and per forward pass.")] = 1,
+    device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.")] = Precision.auto,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (the warm-up then includes compiling).")] = False,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Force a memory layout \\[default: what train and translate use on this device].", show_default=False)] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported, with min and max.")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first (compilation, allocator, cuDNN autotuning).")] = 2,
+    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference.")] = BenchOnly.both,
+    seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
+) -> None:
+    """Time training steps and generator inference on random data, and compare with this device's ceiling.
+
+    Reports images/s, peak memory, FLOPs per image and achieved GFLOP/s as a percentage of a
+    calibration convolution in the same precision and memory layout. See docs/performance.md.
+
+      aggan bench --size 64 --ngf 64 --n-blocks 6 --json
+    """
+    with user_errors():
+        from .bench_cli import run_bench_command
+
+        run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
+                          discriminator=discriminator.value, batch_size=batch_size, device=device,
+                          precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
+                          warmup=warmup, only=only.value, seed=seed, as_json=json_)
 
 
 # ---------------------------------------------------------------------------------------------

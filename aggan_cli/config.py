@@ -107,6 +107,12 @@ class TrainConfig:
     lambda_cycle: float = 10.0
     lambda_pixel: float = 1.0
     lambda_tv: float = 1e-6
+    # Against mask collapse (docs/training.md has the measurements): an attention floor that keeps
+    # mask logits above -4 while the discriminators learn, fading out over the second half of
+    # training, and identity negatives: each discriminator also sees the *other* domain's real
+    # images as fakes, so "output = input" is penalised from the first step.
+    lambda_floor: float = 1.0
+    identity_negatives: bool = True
     gan_loss: str = "lsgan"
     pool_size: int = 50
     load_size: int | None = None  # default: size * 286 / 256, as CycleGAN
@@ -119,6 +125,8 @@ class TrainConfig:
     sample_every: int = 500
     log_every: int = 50
     demo: bool = False
+    compile: bool = False               # torch.compile the six networks (slow start, faster steps on GPUs)
+    channels_last: bool | None = None   # memory layout; None = the device's default (trainer.default_channels_last)
     extra: dict[str, Any] = field(default_factory=dict)  # options added by later versions
 
     def __post_init__(self) -> None:
@@ -143,11 +151,15 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
-        for name in ("lambda_cycle", "lambda_pixel", "lambda_tv"):
+        for name in ("lambda_cycle", "lambda_pixel", "lambda_tv", "lambda_floor"):
             _non_negative(name, getattr(self, name))
         _choice("gan_loss", self.gan_loss, GAN_LOSSES)
         _choice("precision", self.precision, PRECISIONS)
-        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be a whole number, got {self.seed!r}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2 ** 63,
+               f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")  # numpy and torch need this
+        _check(isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}")
+        _check(self.channels_last is None or isinstance(self.channels_last, bool),
+               f"channels_last must be true, false or unset, got {self.channels_last!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -55,6 +55,7 @@ def load_image(path: str | Path) -> LoadedImage:
             # PIL warns, then raises, on decompression bombs; make the warning an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                _check_pixels(im, path)
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated GIF/WebP/TIFF: the first frame
                 im.load()
@@ -72,6 +73,19 @@ def load_image(path: str | Path) -> LoadedImage:
         raise DataError(f"{path} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                         "the file is truncated or corrupt") from None
     return LoadedImage(rgb, alpha, path)
+
+
+def _check_pixels(im, path: Path) -> None:
+    """Refuse a picture larger than PIL's decompression-bomb limit before decoding it. PIL only warns
+    between 1× and 2× its limit, and turning that warning into an error is not thread-safe (translate
+    decodes on several threads), so the size in the header is checked here as well."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = im.size
+    if limit and width * height > limit:
+        raise DataError(f"{path} is too large to decode safely ({width}×{height} pixels, more than the {limit:,}-pixel "
+                        "limit: a decompression bomb, or a huge scan); resize it first")
 
 
 def to_rgb(im):
@@ -130,9 +144,10 @@ def check_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, st
 class FolderSource:
     """The images of one domain folder."""
 
-    def __init__(self, paths: list[Path], name: str) -> None:
+    def __init__(self, paths: list[Path], name: str, skipped: list[tuple[Path, str]] | None = None) -> None:
         self.paths = list(paths)
         self.name = name
+        self.skipped = list(skipped or [])  # (path, reason) for files found but left out
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -147,8 +162,8 @@ class FolderSource:
 class DemoSource:
     """One domain of the procedural demo faces (see demo.py), rendered on the fly."""
 
-    def __init__(self, domain: str, *, seed: int, size: int, count: int) -> None:
-        self.domain, self.seed, self.size, self.count = domain, seed, size, count
+    def __init__(self, domain: str, *, seed: int, size: int, count: int, easy: bool = False) -> None:
+        self.domain, self.seed, self.size, self.count, self.easy = domain, seed, size, count, easy
         self.name = "neutral" if domain == "a" else "smile"
 
     def __len__(self) -> int:
@@ -157,7 +172,7 @@ class DemoSource:
     def load(self, index: int):
         from .demo import train_image
 
-        return train_image(self.seed, self.domain, index, self.size)
+        return train_image(self.seed, self.domain, index, self.size, easy=self.easy)
 
     def describe(self, index: int) -> str:
         return f"demo {self.name} #{index}"
@@ -175,22 +190,38 @@ def open_domain(folder: str | Path, label: str, *, minimum: int) -> FolderSource
     paths = find_images(folder)
     if not paths:
         raise DataError(f"{label} folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}, searched recursively)")
-    # Cheap header check (no full decode): drops empty files and non-images before any work starts.
-    usable = []
+    # Cheap header check (no full decode): drops empty files, non-images and decompression bombs
+    # before any work starts; each is named in ``skipped``. Files that fail later, while decoding
+    # (a truncated JPEG), are skipped by the data set and named then.
+    usable, skipped = [], []
     for path in paths:
         try:
             with Image.open(path) as im:
-                im.size  # noqa: B018 - reading the header is the check
-        except Exception:  # noqa: BLE001 - any failure means the file is unusable
+                _check_pixels(im, path)
+        except DataError as exc:
+            skipped.append((path, str(exc)))
+            continue
+        except Exception:  # noqa: BLE001 - any failure means the file is unusable; load_image says why
+            skipped.append((path, _why_unreadable(path)))
             continue
         usable.append(path)
     if not usable:
         raise DataError(f"{label} folder {folder} has no images that can be read: all {len(paths)} file(s) "
-                        "failed to open (empty, truncated or not images)")
+                        f"failed to open (empty, truncated or not images), e.g. {skipped[0][1]}")
     if len(usable) < minimum:
         raise DataError(f"{label} folder {folder} has {len(usable)} readable image(s) but the batch size needs at "
                         f"least {minimum}; add images or lower --batch-size")
-    return FolderSource(usable, folder.name or str(folder))
+    return FolderSource(usable, folder.name or str(folder), skipped)
+
+
+def _why_unreadable(path: Path) -> str:
+    try:
+        load_image(path)
+    except DataError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - only a description is wanted here
+        return f"{path} could not be opened ({type(exc).__name__})"
+    return f"{path} could not be opened"
 
 
 def _augment(image, rng: np.random.Generator, *, size: int, load_size: int, flip: bool):
@@ -237,7 +268,8 @@ class UnpairedDataset:
                 bad.append(str(exc))
                 continue
             return _augment(image, rng, size=self.size, load_size=self.load_size, flip=self.flip)
-        raise DataError(f"no image of {source.name} could be decoded")
+        raise DataError(f"no image of {source.name} could be decoded: all {len(source)} failed "
+                        f"(e.g. {bad[-1] if bad else 'unknown'}); replace the broken files")
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, i = key
@@ -264,6 +296,16 @@ class EpochSampler:
             for index in shard[offset:]:
                 yield (epoch, int(index))
             epoch, offset = epoch + 1, 0
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal (and SLURM's SIGTERM) reach every process of
+    the job; a worker that died of it mid-transfer would crash the trainer before it can save. Workers
+    ignore both and are shut down by the trainer, which handles the signal and saves first."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def collate(items: list[dict]):

@@ -30,13 +30,15 @@ class Face:
     eyes: tuple[int, int, int]
     mouth_w: float     # half-width of the mouth, fraction of r
     background_seed: int
+    plain: bool = False  # the easy variant: a plain background, used by the fast learning test
 
 
 def _colour(rng: np.random.Generator, lo: int, hi: int) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(lo, hi, size=3))
 
 
-def sample_face(rng: np.random.Generator) -> Face:
+def sample_face(rng: np.random.Generator, *, easy: bool = False) -> Face:
+    """Random face parameters. ``easy``: centred, one size, on a plain background (for quick tests)."""
     r = float(rng.uniform(0.26, 0.36))
     skin_base = np.array([rng.uniform(150, 245), rng.uniform(110, 200), rng.uniform(80, 170)])
     return Face(
@@ -48,14 +50,19 @@ def sample_face(rng: np.random.Generator) -> Face:
         eyes=_colour(rng, 0, 70),
         mouth_w=float(rng.uniform(0.38, 0.55)),
         background_seed=int(rng.integers(0, 2**31 - 1)),
+    ) if not easy else Face(
+        cx=0.5, cy=0.5, r=0.36, skin=(225, 180, 140), hair=_colour(rng, 10, 140), eyes=(30, 30, 30),
+        mouth_w=0.5, background_seed=int(rng.integers(0, 2**31 - 1)), plain=True,
     )
 
 
-def _background(size: int, seed: int):
+def _background(size: int, seed: int, plain: bool = False):
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     s = size * SUPERSAMPLE
+    if plain:
+        return Image.new("RGB", (s, s), _colour(rng, 60, 200))
     top, bottom = _colour(rng, 0, 256), _colour(rng, 0, 256)
     ramp = np.linspace(0, 1, s)[:, None, None]
     grad = (np.array(top) * (1 - ramp) + np.array(bottom) * ramp) * np.ones((1, s, 1))
@@ -80,7 +87,7 @@ def render(face: Face, size: int, *, smile: bool):
     from PIL import Image, ImageDraw
 
     s = size * SUPERSAMPLE
-    img = _background(size, face.background_seed)
+    img = _background(size, face.background_seed, face.plain)
     draw = ImageDraw.Draw(img)
     cx, cy, r = face.cx * s, face.cy * s, face.r * s
     # hair: a darker ellipse behind the top of the head
@@ -103,14 +110,14 @@ def render(face: Face, size: int, *, smile: bool):
     return img.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def train_face(seed: int, domain: str, index: int) -> Face:
+def train_face(seed: int, domain: str, index: int, *, easy: bool = False) -> Face:
     salt = _SPLIT_SALT["train-a" if domain == "a" else "train-b"]
-    return sample_face(np.random.default_rng([seed, salt, index]))
+    return sample_face(np.random.default_rng([seed, salt, index]), easy=easy)
 
 
-def train_image(seed: int, domain: str, index: int, size: int):
+def train_image(seed: int, domain: str, index: int, size: int, *, easy: bool = False):
     """Training image ``index`` of domain ``a`` (neutral) or ``b`` (smiling)."""
-    return render(train_face(seed, domain, index), size, smile=domain == "b")
+    return render(train_face(seed, domain, index, easy=easy), size, smile=domain == "b")
 
 
 @dataclass
@@ -120,13 +127,13 @@ class TestCase:
     change: np.ndarray  # (H, W) bool: where the twins differ
 
 
-def test_case(seed: int, index: int, size: int, threshold: int = 8) -> TestCase:
+def test_case(seed: int, index: int, size: int, threshold: int = 8, *, easy: bool = False) -> TestCase:
     """Test pair ``index``: a neutral face, its smiling twin, and the region that changes.
 
     The region is every pixel whose colour differs by more than ``threshold`` (of 255) in any
     channel between the twins: exactly what a perfect translation must touch, and nothing else.
     """
-    face = sample_face(np.random.default_rng([seed, _SPLIT_SALT["test"], index]))
+    face = sample_face(np.random.default_rng([seed, _SPLIT_SALT["test"], index]), easy=easy)
     neutral, smiling = render(face, size, smile=False), render(face, size, smile=True)
     diff = np.abs(np.asarray(neutral, dtype=np.int16) - np.asarray(smiling, dtype=np.int16)).max(axis=2)
     return TestCase(neutral, smiling, diff > threshold)
@@ -179,7 +186,8 @@ class DemoScore:
                 "foreground_gain": self.foreground_gain, "count": self.count}
 
 
-def score(g_ab, *, seed: int, size: int, count: int = 64, device="cpu", out_dir=None, batch_size: int = 16) -> DemoScore:
+def score(g_ab, *, seed: int, size: int, count: int = 64, device="cpu", out_dir=None, batch_size: int = 16,
+          easy: bool = False) -> DemoScore:
     """Translate ``count`` held-out neutral faces and compare with their smiling twins.
 
     * mask AUC: how well the attention mask ranks changed pixels above unchanged ones;
@@ -191,7 +199,7 @@ def score(g_ab, *, seed: int, size: int, count: int = 64, device="cpu", out_dir=
     import torch
     from PIL import Image
 
-    cases = [test_case(seed, i, size) for i in range(count)]
+    cases = [test_case(seed, i, size, easy=easy) for i in range(count)]
     outputs, masks = [], []
     g_ab.eval()
     with torch.inference_mode():

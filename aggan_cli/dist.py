@@ -3,6 +3,9 @@
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous for multi-node runs); this module
 turns them into an initialised process group: NCCL when each process has a CUDA device, gloo on CPU.
 A plain ``aggan train`` (no WORLD_SIZE) runs as a single process with nothing to set up.
+
+``--batch-size`` is per process: a step averages the gradients of ``world × batch`` images, and the
+learning rate is not rescaled (docs/performance.md says when to raise it).
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
-from .errors import DeviceError
+from .errors import DeviceError, TrainingError
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,42 @@ def distributed_context(device_spec: str = "auto") -> Iterator[DistContext]:
         td.init_process_group("gloo")
     try:
         yield DistContext(rank=rank, world=world, device=device)
+    except Exception as exc:
+        if not peer_failure(exc):
+            raise
+        # the rank that failed has printed why; this one says only that it stopped because of it
+        raise TrainingError(f"process {rank} of {world} stopped: another process of this torchrun job failed "
+                            "(its error is above)") from None
     finally:
         if td.is_initialized():
             td.destroy_process_group()
+
+
+def peer_failure(exc: BaseException) -> bool:
+    """True for the error a collective raises when another rank's process has died (its own error, with
+    the cause, is printed by that process): a DistError, or gloo's RuntimeError on a closed connection."""
+    import torch.distributed as td
+
+    dist_error = getattr(td, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in ("Connection closed by peer",
+                                                                     "Connection reset by peer", "Broken pipe"))
+
+
+def state_digest(tensors: Mapping[str, Any]) -> str:
+    """sha256 over the names, dtypes and bytes of a state dict, in name order: equal digests, equal weights."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def any_rank(flag: bool, device) -> bool:

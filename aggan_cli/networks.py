@@ -20,16 +20,32 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
 from .errors import ConfigError
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` without affine parameters or running statistics (CycleGAN's), computed on
+    the CPU as ``group_norm`` with one group per channel: the same statistics (equal to float rounding),
+    but PyTorch's CPU kernels for it are 3-6× faster forward and backward (docs/performance.md).
+    Same class family, same (empty) state dict: checkpoints do not see the difference."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=False, track_running_stats=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and x.dim() == 4:
+            return F.group_norm(x, x.shape[1], eps=self.eps)
+        return super().forward(x)
+
+
 def norm_layer(norm: str, channels: int) -> nn.Module:
     if norm == "instance":
         # affine=False and no running stats, as CycleGAN: the statistics come from each image alone.
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm(channels)
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     raise ConfigError(f"unknown norm {norm!r}; use 'instance' or 'batch'")

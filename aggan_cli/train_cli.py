@@ -3,6 +3,7 @@ folder, draw progress, handle Ctrl-C/SIGTERM, and print the summary (and the dem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -15,7 +16,11 @@ from .config import ModelConfig, TrainConfig, load_toml
 from .errors import ConfigError, TrainingError
 
 MODEL_KEYS = {"ngf", "n_blocks", "norm", "discriminator", "ndf", "size"}
-CLI_ONLY = {"resume", "config", "quiet"}
+CLI_ONLY = {"resume", "config", "quiet", "paper"}
+
+# `--paper`: the configuration of the paper (§III), one option away from our defaults.
+PAPER_PRESET: dict[str, Any] = {"discriminator": "global", "norm": "batch", "lambda_floor": 0.0,
+                                "identity_negatives": False}
 
 # The demo preset: small enough for a 2-core CPU in under five minutes (docs/training.md has the
 # measurements); every value can still be overridden on the command line.
@@ -24,11 +29,11 @@ DEMO_PRESET: dict[str, Any] = {
     "ngf": 16,
     "n_blocks": 4,
     "ndf": 32,
-    "steps": 2500,
-    "batch_size": 1,
-    "save_every": 500,
-    "sample_every": 250,
-    "log_every": 50,
+    "steps": 1000,
+    "batch_size": 4,
+    "save_every": 200,
+    "sample_every": 100,
+    "log_every": 20,
     "workers": 0,
 }
 DEMO_TRAIN_IMAGES = 5000  # faces per domain drawn on the fly; more than the run ever sees twice
@@ -41,6 +46,8 @@ def resolve_options(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
     merged = {k: v for k, v in values.items() if k not in CLI_ONLY}
     if values.get("demo"):
         merged.update(DEMO_PRESET)
+    if values.get("paper"):
+        merged.update(PAPER_PRESET)
     if values.get("config") is not None:
         file_values = load_toml(values["config"])
         if "image_size" in file_values:
@@ -80,13 +87,18 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
         raise ConfigError("--demo trains on built-in data: give no DOMAIN_A/DOMAIN_B folders with it")
     runs_dir = Path(options.get("runs_dir") or "runs")
     name = options.get("name") or ("demo" if demo else _default_name(options))
+    if name in (".", "..") or "/" in name or "\\" in name or name != name.strip():
+        raise ConfigError(f"--name must be a plain folder name, not {name!r}: it names the run's folder under "
+                          "--runs-dir, and `aggan translate --ckpt NAME` reads a NAME with a slash as a Hub ORG/REPO")
     run_dir = runs_dir / name
     resume = bool(values.get("resume"))
+
+    from .checkpoint import has_checkpoint
 
     if resume:
         options = _options_for_resume(run_dir, options, given)
         demo = bool(options.get("demo"))
-    elif (run_dir / "config.json").exists():
+    elif has_checkpoint(run_dir):
         raise TrainingError(f"a run named {name!r} already exists in {run_dir}; continue it with --resume, "
                             "or start a new one with --name NEW_NAME")
     if not demo and not (options.get("domain_a") and options.get("domain_b")):
@@ -98,7 +110,7 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
     from .data import DemoSource, open_domain
     from .dist import distributed_context
 
-    with distributed_context(train_config.device) as dist:
+    with distributed_context(train_config.device) as dist, contextlib.ExitStack() as held:
         if demo:
             count = DEMO_TRAIN_IMAGES
             source_a = DemoSource("a", seed=train_config.seed, size=model_config.image_size, count=count)
@@ -108,21 +120,45 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
             need = train_config.batch_size
             source_a = open_domain(train_config.domain_a, "DOMAIN_A", minimum=need)
             source_b = open_domain(train_config.domain_b, "DOMAIN_B", minimum=need)
+            if dist.is_main:
+                _warn_skipped(console, [*source_a.skipped, *source_b.skipped])
+        if dist.is_main:
+            _hold_run_lock(held, run_dir, console)  # one writer per run folder; released on exit
 
-        from .trainer import Trainer
+        from .trainer import NullReporter, Trainer
 
-        reporter = RichReporter(console, quiet=bool(values.get("quiet")) or not dist.is_main)
+        # under torchrun only rank 0 talks: N copies of every line would say nothing more
+        reporter = RichReporter(console, quiet=bool(values.get("quiet"))) if dist.is_main else NullReporter()
         trainer = Trainer(model_config, train_config, source_a, source_b, run_dir=run_dir, reporter=reporter,
                           resume=resume, rank=dist.rank, world=dist.world, device=dist.device,
                           command=_command_line())
         stop = _StopFlag()
-        with stop.installed(), reporter:
+        with stop.installed(), reporter if dist.is_main else contextlib.nullcontext():
             result = trainer.fit(should_stop=stop.is_set)
+        if os.environ.get("AGGAN_DEBUG_DIGEST") == "1":
+            _write_digest(trainer, dist.rank)
         if not dist.is_main:
             return
         _summary(console, trainer, result, stop, runs_dir, name, demo)
         if demo and not stop.is_set():
             _score_demo(console, trainer)
+
+
+def _write_digest(trainer, rank: int) -> None:
+    """Debugging DDP (AGGAN_DEBUG_DIGEST=1): each rank writes RUN/digest-rank<N>.json with digests of its
+    generator and discriminator weights; equal digests on every rank mean the replicas stayed in step."""
+    import json
+
+    from .checkpoint import atomic_write_text
+    from .dist import state_digest
+
+    model = trainer.model
+    generators = {f"{n}.{k}": v for n in ("g_ab", "g_ba") for k, v in getattr(model, n).state_dict().items()}
+    discriminators = {f"{n}.{k}": v for n in ("d_a", "d_b", "d_a_attn", "d_b_attn")
+                      for k, v in getattr(model, n).state_dict().items()}
+    atomic_write_text(trainer.run_dir / f"digest-rank{rank}.json",
+                      json.dumps({"rank": rank, "step": trainer.step, "generators": state_digest(generators),
+                                  "discriminators": state_digest(discriminators)}))
 
 
 def _default_name(options: dict[str, Any]) -> str:
@@ -134,11 +170,11 @@ def _default_name(options: dict[str, Any]) -> str:
 
 def _options_for_resume(run_dir: Path, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
     """A resumed run keeps its saved configuration; only options given now (e.g. a larger --steps) change it."""
-    from .checkpoint import read_config
+    from .checkpoint import find_save, has_checkpoint
 
-    if not (run_dir / "config.json").exists():
+    if not has_checkpoint(run_dir):
         raise TrainingError(f"nothing to resume: {run_dir} has no checkpoint; drop --resume to start the run")
-    saved = read_config(run_dir / "config.json")
+    saved = find_save(run_dir, need_state=True).config  # the newest whole save, even one interrupted mid-move
     merged = dict(saved.get("train") or {})
     merged.pop("extra", None)
     model = saved.get("model") or {}
@@ -155,6 +191,29 @@ def _options_for_resume(run_dir: Path, options: dict[str, Any], given: set[str])
     if "steps" in given:
         merged["epochs"] = None
     return merged
+
+
+def _warn_skipped(console, skipped: list[tuple[Path, str]], shown: int = 10) -> None:
+    """Name the files that were left out because they cannot be opened as images."""
+    from rich.markup import escape
+
+    for _, reason in skipped[:shown]:
+        console.print(f"[yellow]warning:[/] skipped {escape(reason)}", soft_wrap=True)
+    if len(skipped) > shown:
+        console.print(f"[yellow]warning:[/] skipped {len(skipped) - shown} more unreadable file(s)")
+
+
+def _hold_run_lock(stack: contextlib.ExitStack, run_dir: Path, console) -> None:
+    """Lock ``run_dir`` for the rest of the command; a lock left by a killed run is taken over."""
+    from rich.markup import escape
+
+    from .lock import RunLock
+
+    lock = stack.enter_context(RunLock(run_dir, command=_command_line()))
+    if lock.stale is not None:
+        console.print(f"[yellow]warning:[/] the previous training of {escape(str(run_dir))} "
+                      f"({escape(lock.stale.describe())}) ended without a clean exit; taking over its lock",
+                      soft_wrap=True)
 
 
 def _command_line() -> str:

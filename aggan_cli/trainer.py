@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .checkpoint import STATE_FILE, atomic_write_text, load_run, load_state_dict_strict, load_training_state, save_run
+from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
+                         os_reason, save_run)
 from .config import ModelConfig, TrainConfig
-from .data import EpochSampler, UnpairedDataset, collate
+from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .errors import CheckpointError, TrainingError
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
@@ -30,6 +31,10 @@ from .networks import AGGAN
 
 # A mask whose mean stays below / above these for COLLAPSE_PATIENCE logging intervals has collapsed.
 MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
+# An update whose loss is NaN or Inf is skipped; this many such steps in a row stop training.
+NONFINITE_PATIENCE = 20
+# Under torchrun, a Ctrl-C or SIGTERM is agreed on by all ranks every this many steps (not every step).
+STOP_CHECK_EVERY = 10
 
 
 class Reporter(Protocol):
@@ -206,11 +211,16 @@ class Trainer:
 
         torch.manual_seed(train_config.seed)
         self.model = AGGAN(model_config).to(self.device)
+        self.channels_last = default_channels_last(self.device) if train_config.channels_last is None \
+            else train_config.channels_last
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # before DDP, so gradient buckets match the layout
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN time its algorithms once
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
                                    lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
-                                   lambda_floor=float(train_config.extra.get("lambda_floor", 0.0)),
-                                   floor_logit=float(train_config.extra.get("floor_logit", -4.0)))
-        fused = self.device.type == "cuda"
+                                   lambda_floor=train_config.lambda_floor)
+        fused = fused_adam_supported(self.device)
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]
         d_params = [p for d in self.model.discriminators for p in d.parameters()]
@@ -218,6 +228,11 @@ class Trainer:
         self.d_loss: torch.nn.Module = DiscriminatorLoss(self.model, train_config.gan_loss)
         if world > 1:
             self._wrap_ddp()
+        if train_config.compile:
+            for network in (*self.model.generators, *self.model.discriminators):
+                network.compile()  # in place: state-dict keys and the DDP wrappers stay as they are
+        # fp16 needs loss scaling against underflowing gradients; bf16 and fp32 do not (a disabled scaler is a no-op)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.opt_g = torch.optim.Adam(g_params, lr=train_config.lr, betas=betas, fused=fused or None)
         self.opt_d = torch.optim.Adam(d_params, lr=train_config.lr, betas=betas, fused=fused or None)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lambda s: self.schedule.lr_factor(s))
@@ -231,17 +246,25 @@ class Trainer:
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
         self.bad_files: set[str] = set()
+        # numerical faults, counted on the device (see _step_unless_nonfinite and _watch_numerics)
+        self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._skipped = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._streak = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._in_streak = False
+        self._io_warned: set[str] = set()
         if resume:
             self._restore()
 
     def weights_at(self, step: int) -> LossWeights:
-        """The loss weights for ``step``: the pixel loss ramps in linearly over the warm-up."""
-        warmup = int(self.tcfg.extra.get("pixel_warmup", 0) * self.schedule.total_steps)
-        if warmup <= 0 or step >= warmup:
+        """The loss weights for ``step``: the attention floor is at full weight for the first half of
+        training (while the discriminators learn what tells the domains apart), then fades linearly
+        to zero, so that at the end unattended pixels can settle at a mask of exactly ~0."""
+        if not self.weights.lambda_floor:
             return self.weights
         import dataclasses
 
-        return dataclasses.replace(self.weights, lambda_pixel=self.weights.lambda_pixel * step / warmup)
+        fade = min(1.0, 2.0 * (1.0 - step / max(1, self.schedule.total_steps)))
+        return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * max(0.0, fade))
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -272,8 +295,8 @@ class Trainer:
         with autocast(self.device, self.amp_dtype):
             g = self.g_loss(x, y)
         self.opt_g.zero_grad(set_to_none=True)
-        g.total.backward()
-        self.opt_g.step()
+        self.scaler.scale(g.total).backward()
+        self._step_unless_nonfinite(self.opt_g, g.total)
         # 2. discriminators, on real samples and pooled fakes
         self._set_requires_grad(model.discriminators, True)
         fake_b, fake_a = g.fake_b.detach(), g.fake_a.detach()
@@ -285,10 +308,11 @@ class Trainer:
             "mask_a": mask_a, "mask_b": mask_b,
         }
         with autocast(self.device, self.amp_dtype):
-            d_total, d_terms = self.d_loss(x, y, fakes, bool(self.tcfg.extra.get("identity_negatives")))
+            d_total, d_terms = self.d_loss(x, y, fakes, self.tcfg.identity_negatives)
         self.opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.opt_d.step()
+        self.scaler.scale(d_total).backward()
+        self._step_unless_nonfinite(self.opt_d, d_total)
+        self.scaler.update()
         self.sched_g.step()
         self.sched_d.step()
         self.step += 1
@@ -299,6 +323,77 @@ class Trainer:
         terms["mask_ba_mean"] = mask_a.float().mean()
         terms["mask_ba_frac"] = (mask_a > 0.5).float().mean()
         return terms
+
+    # -- numerical faults --------------------------------------------------------------------
+
+    def _step_unless_nonfinite(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+        """``optimizer.step()``, skipped when ``loss`` is NaN or Inf: weights, Adam's moments and its step
+        count stay as they were. No host sync where it would stall a GPU: a fused Adam (CUDA) reads the
+        flag on the device through ``found_inf``, the mechanism GradScaler uses; other optimizers read
+        it on the host, which costs nothing on the CPU. Under DDP the flag is OR-ed over the ranks (their
+        gradients are averaged, so one rank's NaN is everyone's), and all ranks skip together."""
+        bad = ~torch.isfinite(loss.detach())
+        if self.world > 1:
+            import torch.distributed as td
+
+            flag = bad.float()
+            td.all_reduce(flag, op=td.ReduceOp.MAX)
+            bad = flag > 0
+        self._bad_now = self._bad_now | bad
+        if self.scaler.is_enabled():
+            self.scaler.step(optimizer)  # fp16: GradScaler skips the step itself when gradients are not finite
+        elif optimizer.defaults.get("fused"):
+            optimizer.found_inf = bad.float()
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf
+        elif not bool(bad):
+            optimizer.step()
+
+    def _watch_numerics(self, end: int) -> None:
+        """Count steps with a skipped update; warn once per run of them, stop after NONFINITE_PATIENCE in
+        a row. The counters live on the device and are read every step on the CPU, and on other devices
+        only at logging and saving steps, where the loop waits for the device anyway."""
+        self._streak = (self._streak + 1) * self._bad_now
+        self._skipped += self._bad_now
+        self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
+        t = self.tcfg
+        if self.device.type != "cpu" and self.step % t.log_every and self.step % t.save_every and self.step != end:
+            return
+        skipped, streak = (int(v) for v in torch.stack([self._skipped, self._streak]).tolist())
+        self._skipped.zero_()
+        if skipped and not self._in_streak:
+            what = "its update was" if skipped == 1 else f"{skipped} updates were"
+            self.reporter.warn(f"step {self.step}: a loss was NaN or Inf, so {what} skipped; training goes on, and "
+                               f"checkpoints wait for finite losses ({NONFINITE_PATIENCE} such steps in a row stop it)")
+        self._in_streak = streak > 0
+        if streak >= NONFINITE_PATIENCE:
+            precision = precision_name(self.amp_dtype)
+            overflow = (f"overflow in {precision} (try --precision fp32)" if self.amp_dtype is not None
+                        else "overflow even in fp32 precision")
+            raise TrainingError(f"training stopped at step {self.step}: the losses were NaN or Inf for {streak} steps in a "
+                                f"row, and their updates were skipped. {self._last_save_line()} Likely causes: a learning "
+                                f"rate too high (--lr {t.lr:g}; try 10x lower), {overflow}, or extreme --lambda-* "
+                                "weights; change them and continue with --resume")
+
+    def _last_save_line(self) -> str:
+        try:
+            step = find_save(self.run_dir, need_state=True).step
+        except CheckpointError:
+            return "No checkpoint had been saved yet."
+        return f"The last good checkpoint, step {step}, is kept in {self.run_dir}."
+
+    def _best_effort(self, what: str, write: Callable[[], Any]) -> None:
+        """Write something that helps a person but is not needed to resume: a failing disk warns (once per
+        kind of file) instead of stopping; the next checkpoint save then stops training if it fails too."""
+        try:
+            write()
+        except (OSError, ValueError) as exc:  # ValueError: a metrics line cut short by an earlier failed write
+            if what not in self._io_warned:
+                self._io_warned.add(what)
+                reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+                self.reporter.warn(f"could not write {what} in {self.run_dir}: {reason}; training goes on")
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -314,7 +409,8 @@ class Trainer:
         workers = default_workers() if t.workers is None else t.workers
         return DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                           pin_memory=self.device.type == "cuda", drop_last=True,
-                          persistent_workers=False, prefetch_factor=4 if workers else None)
+                          persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                          worker_init_fn=ignore_interrupts)  # the trainer alone answers Ctrl-C, and saves
 
     def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
@@ -336,9 +432,11 @@ class Trainer:
                 if message not in self.bad_files:
                     self.bad_files.add(message)
                     self.reporter.warn(f"skipped an unreadable image: {message}")
-            x = batch["a"].to(self.device, non_blocking=True)
-            y = batch["b"].to(self.device, non_blocking=True)
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            x = batch["a"].to(self.device, non_blocking=True, memory_format=layout)
+            y = batch["b"].to(self.device, non_blocking=True, memory_format=layout)
             terms = self.train_step(x, y)
+            self._watch_numerics(end)
             for k, v in terms.items():
                 accumulated[k] = accumulated[k] + v if k in accumulated else v
             count += 1
@@ -364,6 +462,9 @@ class Trainer:
     def _stop_requested(self, should_stop: Callable[[], bool]) -> bool:
         flag = should_stop()
         if self.world > 1:
+            # all ranks must agree, which costs a collective and a host sync: ask only every few steps
+            if self.step % STOP_CHECK_EVERY:
+                return False
             from .dist import any_rank
 
             flag = any_rank(flag, self.device)
@@ -397,8 +498,7 @@ class Trainer:
                 self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg))
         self.history.append(metrics)
         if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+            self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics)))
         return metrics
 
     # -- samples, saving, resuming ------------------------------------------------------------
@@ -440,7 +540,7 @@ class Trainer:
                     rows.append((x, out.mask, out.content, out.image, rec))
         finally:
             self.model.train()
-        sample_grid(rows, self.run_dir / "samples" / f"step-{self.step:07d}.png")
+        self._best_effort("sample grids", lambda: sample_grid(rows, self.run_dir / "samples" / f"step-{self.step:07d}.png"))
 
     def training_state(self) -> dict[str, Any]:
         state = {
@@ -452,6 +552,7 @@ class Trainer:
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
             "pool_rng": self.pool_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict(),  # empty unless fp16
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
         }
         if self.device.type == "cuda":
@@ -459,11 +560,25 @@ class Trainer:
         return state
 
     def save(self) -> Path | None:
+        """Save the run folder (crash-safe, see checkpoint.py). A save that the disk refuses stops training
+        with a TrainingError that says which checkpoint is kept; a save right after a skipped (NaN or Inf)
+        update is postponed, so the kept checkpoint predates the trouble."""
         if not self.is_main:
             return None
-        save_run(self.run_dir, model_config=self.mcfg, g_ab=self.model.g_ab, g_ba=self.model.g_ba, step=self.step,
-                 domains=self.domains, train_config=self.tcfg.to_dict(), training_state=self.training_state(),
-                 extra=self._extra())
+        if self._in_streak:
+            return None  # announced with the first skipped update
+        try:
+            save_run(self.run_dir, model_config=self.mcfg, g_ab=self.model.g_ab, g_ba=self.model.g_ba, step=self.step,
+                     domains=self.domains, train_config=self.tcfg.to_dict(), training_state=self.training_state(),
+                     extra=self._extra())
+        except CheckpointError as exc:
+            raise TrainingError(f"{exc}. Training stopped. {self._last_save_line()} Free some disk space or fix the "
+                                "folder's permissions, then continue with --resume") from None
+        self._best_effort("the metrics plot and model card", self._write_extras)
+        self.reporter.saved(self.step, self.run_dir)
+        return self.run_dir
+
+    def _write_extras(self) -> None:
         from .modelcard import write_model_card
         from .visuals import plot_metrics
 
@@ -473,8 +588,6 @@ class Trainer:
         write_model_card(self.run_dir, config=json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")),
                          domains=self.domains, step=self.step,
                          sample_image=str(samples[-1]) if samples else None, command_hint=self.command)
-        self.reporter.saved(self.step, self.run_dir)
-        return self.run_dir
 
     def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"total_steps": self.schedule.total_steps}
@@ -483,11 +596,11 @@ class Trainer:
         return extra
 
     def _restore(self) -> None:
-        ckpt = load_run(self.run_dir)
+        ckpt = load_run(self.run_dir, need_state=True)  # the newest whole save, even one interrupted mid-move
         if ckpt.model_config != self.mcfg:
             raise CheckpointError(f"{self.run_dir} was trained with a different model ({ckpt.model_config}); "
                                   "resume with the same model options, or start a new run with --name")
-        state = load_training_state(self.run_dir, expected_step=ckpt.step)
+        state = load_training_state(ckpt.state_path or self.run_dir, expected_step=ckpt.step)
         for name in ("g_ab", "g_ba"):
             load_state_dict_strict(getattr(self.model, name), ckpt.generators, name, ckpt.path / "model.safetensors")
         for name in ("d_a", "d_b", "d_a_attn", "d_b_attn"):
@@ -503,6 +616,8 @@ class Trainer:
             p.load_state_dict(state["pools"][k], self.device)
         self.pool_gen.set_state(state["pool_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         watch = state.get("watch") or {}
@@ -513,7 +628,7 @@ class Trainer:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * self.schedule.lr_factor(self.step)
-        self.history = _read_metrics(self.run_dir / "metrics.jsonl", upto=self.step)
+        self.history = _read_metrics(self.run_dir / "metrics.jsonl", upto=self.step, rewrite=self.is_main)
 
 
 def _unwrap_loss(module):
@@ -530,8 +645,13 @@ class _CentreRng:
         return 1.0
 
 
-def _read_metrics(path: Path, upto: int) -> list[dict[str, float]]:
-    """Metrics lines up to ``upto`` (a resumed run rewrites the lines after its checkpoint)."""
+def _append_line(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def _read_metrics(path: Path, upto: int, *, rewrite: bool = True) -> list[dict[str, float]]:
+    """Metrics lines up to ``upto`` (a resumed run's rank 0 rewrites the lines after its checkpoint)."""
     if not path.exists():
         return []
     kept = []
@@ -542,8 +662,24 @@ def _read_metrics(path: Path, upto: int) -> list[dict[str, float]]:
             continue
         if row.get("step", 0) <= upto:
             kept.append(row)
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    if rewrite:
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+def default_channels_last(device: torch.device) -> bool:
+    """The training memory layout when TrainConfig.channels_last is unset: NHWC on CUDA, where cuDNN's
+    fastest (tensor-core) convolutions want it. See docs/performance.md for the CPU measurements."""
+    return device.type == "cuda"
+
+
+def fused_adam_supported(device: torch.device) -> bool:
+    """Fused Adam updates every parameter in one kernel: CUDA, and the CPU from torch 2.4, where it
+    measured 2.5-7× faster than the per-parameter loop (docs/performance.md)."""
+    if device.type == "cuda":
+        return True
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return device.type == "cpu" and (major, minor) >= (2, 4)
 
 
 def default_workers() -> int:

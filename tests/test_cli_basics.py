@@ -43,3 +43,14 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("clean")
+
+
+def test_version_and_command_help_do_not_import_torch():
+    for argv in (["--version"], ["-V"], ["bench", "--help"], ["train", "--help"]):
+        code = ("import sys; from aggan_cli.cli import app; "
+                f"sys.argv=['aggan', *{argv!r}]\n"
+                "try:\n    app(prog_name='aggan')\nexcept SystemExit:\n    pass\n"
+                "assert 'torch' not in sys.modules, 'torch was imported'; print('clean')")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (argv, out.stderr)
+        assert out.stdout.strip().endswith("clean"), argv

@@ -64,10 +64,39 @@ def test_discriminator_objective_reaches_all_four_and_pairs_real_with_input_mask
     )
     hook.remove()
     assert set(terms) == {"d_a", "d_b", "d_a_attn", "d_b_attn", "d_total"}
-    real_pair = seen["inputs"][0]
-    torch.testing.assert_close(real_pair, pair(step.mask_b, y))  # [M_y, y]: mask from g_ab(x), real y
+    real_pair = pair(step.mask_b, y)  # [M_y, y]: the mask g_ab made for x, with a real y
+    assert any(torch.equal(seen_input, real_pair) for seen_input in seen["inputs"])
+    assert len(seen["inputs"]) == 2  # one real and one fake batch, no more
     total.backward()
     for d in model.discriminators:
         assert d.net[0].weight.grad.abs().sum() > 0
     for g in model.generators:  # the discriminators' loss never trains the generators
         assert all(p.grad is None for p in g.parameters())
+
+
+def test_identity_negatives_score_the_other_domain_as_fake():
+    model = _model()
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        step = generator_objective(model, x, y, LossWeights())
+    seen = []
+    hook = model.d_b.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    fakes = dict(fake_a=step.fake_a, fake_b=step.fake_b, fake_pair_a=pair(step.mask_a, step.fake_a),
+                 fake_pair_b=pair(step.mask_b, step.fake_b), mask_a=step.mask_a, mask_b=step.mask_b)
+    plain, _ = discriminator_objective(model, x, y, **fakes)
+    with_negatives, _ = discriminator_objective(model, x, y, identity_negatives=True, **fakes)
+    hook.remove()
+    assert any(torch.equal(s, x) for s in seen)  # D_Y saw the real x (an unchanged input) as a fake
+    assert not torch.allclose(plain, with_negatives)
+
+
+def test_attention_floor_only_acts_below_the_floor_and_keeps_a_gradient():
+    from aggan_cli.losses import floor_loss
+
+    logits = torch.tensor([-8.0, -4.0, 0.0, 6.0], requires_grad=True)
+    loss = floor_loss(torch.sigmoid(logits).view(1, 1, 2, 2), -4.0)
+    assert loss.item() == pytest.approx(4.0 / 4, rel=1e-3)  # only the -8 logit is 4 below the floor
+    loss.backward()
+    # constant-size gradient below the floor, even where the sigmoid is saturated; none above it
+    assert logits.grad[0].item() == pytest.approx(-0.25, rel=1e-3)
+    assert logits.grad[2:].abs().max().item() < 1e-6

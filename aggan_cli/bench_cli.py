@@ -1,0 +1,62 @@
+"""``aggan bench``: build the model config, run :func:`aggan_cli.bench.run_bench`, render the result.
+
+The table (or, with ``--json``, one JSON object) is the command's result and goes to stdout; what is
+being measured is said on stderr first, since a 256-px training benchmark on a CPU takes a while.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from .config import ModelConfig
+
+
+def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str, discriminator: str,
+                      batch_size: int, device: str, precision: str, compile: bool, channels_last: bool | None,
+                      repeats: int, warmup: int, only: str, seed: int, as_json: bool) -> None:
+    from rich.console import Console
+
+    model = ModelConfig(ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm, discriminator=discriminator, image_size=size)
+    Console(stderr=True, highlight=False).print(
+        f"[bold]aggan bench[/] {size} px, ngf {ngf}, {n_blocks} blocks, ndf {ndf}, batch {batch_size}: "
+        f"{warmup} warm-up + {repeats} timed repeats{' (compiling first)' if compile else ''} …")
+    from .bench import run_bench
+
+    result = run_bench(model, batch_size=batch_size, device=device, precision=precision, compile=compile,
+                       channels_last=channels_last, repeats=repeats, warmup=warmup, train=only != "inference",
+                       inference=only != "train", seed=seed)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # a file or pipe gets the whole table, unwrapped
+    console.print(render_table(result))
+
+
+def render_table(result) -> Any:
+    """One row per phase; the ceiling and what "peak memory" means go in the caption."""
+    from rich.table import Table
+
+    phases = [(name, p) for name, p in (("inference", result.inference), ("train step", result.train)) if p is not None]
+    ceilings = ", ".join(f"{p.ceiling_gflops:,.1f} GFLOP/s ({_layout(p)})" for _, p in phases[:1]) if len({
+        (p.ceiling_gflops, p.channels_last) for _, p in phases}) == 1 else "; ".join(
+        f"{name} {p.ceiling_gflops:,.1f} GFLOP/s ({_layout(p)})" for name, p in phases)
+    table = Table(title=f"aggan bench: {result.device}, {result.precision}, batch {result.batch_size}"
+                        f"{', compiled' if result.compile else ''}",
+                  caption=f"ceiling: a 3×3 conv, 256 ch at 64×64: {ceilings}. Memory: {result.memory_kind}.")
+    for column in ("phase", "ms", "min–max ms", "img/s", "GFLOP/img", "GFLOP/s", "of ceiling", "layout", "peak MiB"):
+        table.add_column(column, justify="left" if column in ("phase", "layout") else "right", no_wrap=True)
+    for name, phase in phases:
+        t = phase.seconds
+        memory = "—" if phase.peak_memory_mb is None else f"{phase.peak_memory_mb:,.0f}"
+        table.add_row(name, f"{t.median * 1e3:,.1f}", f"{t.min * 1e3:,.1f}–{t.max * 1e3:,.1f}",
+                      f"{phase.images_per_s:,.1f}", f"{phase.flops_per_image / 1e9:,.2f}", f"{phase.gflops:,.1f}",
+                      f"{phase.efficiency:.0%}", _layout(phase), memory)
+    return table
+
+
+def _layout(phase) -> str:
+    return "NHWC" if phase.channels_last else "NCHW"
