@@ -197,19 +197,21 @@ def bench_inference(mcfg: ModelConfig, *, batch_size: int, device: torch.device,
                     channels_last: bool | None, compile: bool, repeats: int, warmup: int,
                     ceiling: Callable[[bool], float], seed: int = 0) -> PhaseResult:
     """Time one generator's forward pass, in the layout :class:`Translator` uses unless overridden."""
-    from .inference import Translator
+    from .inference import CPU_NHWC_PIXELS, Translator
     from .networks import AGGAN
 
     torch.manual_seed(seed)
     model = AGGAN(mcfg, with_discriminators=False)
     translator = Translator(model.g_ab, model.g_ba, image_size=mcfg.image_size, device=device, dtype=dtype)
     g = translator.generators["a2b"]
-    layout = translator.channels_last if channels_last is None else channels_last
-    fmt = _memory_format(layout)
-    g.to(memory_format=fmt)
     s = mcfg.image_size
+    if channels_last is None:  # Translator's choice: NHWC weights on CUDA; on the CPU an NHWC input from 128²
+        layout = translator.channels_last or (device.type == "cpu" and s * s >= CPU_NHWC_PIXELS)
+    else:
+        layout = channels_last
+        g.to(memory_format=_memory_format(layout))
     x = (torch.rand(batch_size, 3, s, s, generator=torch.Generator().manual_seed(seed)) * 2 - 1)
-    x = x.to(device, memory_format=fmt)
+    x = x.to(device, memory_format=_memory_format(layout))
     eager = g.forward  # the uncompiled forward, for counting FLOPs
     if compile:
         g.compile()

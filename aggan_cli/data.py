@@ -299,13 +299,31 @@ class EpochSampler:
 
 
 def ignore_interrupts(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal (and SLURM's SIGTERM) reach every process of
-    the job; a worker that died of it mid-transfer would crash the trainer before it can save. Workers
-    ignore both and are shut down by the trainer, which handles the signal and saves first."""
+    """DataLoader ``worker_init_fn``: let the trainer alone answer Ctrl-C and a scheduler's SIGTERM.
+
+    A terminal's Ctrl-C, and SLURM's SIGTERM on preemption, reach every process of the job; a worker
+    that died of one mid-transfer crashed the trainer before it could save. So workers ignore SIGINT,
+    and take SIGTERM only from their parent (how the DataLoader and multiprocessing stop a worker):
+    a thread waits for SIGTERM and reads who sent it; the trainer saves, then stops the workers."""
+    import multiprocessing
+    import os
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # not POSIX
+        return
+    creator = multiprocessing.parent_process()  # the trainer, also when a forkserver forked this worker
+    parent = creator.pid if creator is not None else os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by threads started from here on
+
+    def wait_for_parent() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass  # a SIGTERM for the whole job: the trainer handles it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # default action: end as SIGTERM always did
+
+    threading.Thread(target=wait_for_parent, name="aggan-sigterm", daemon=True).start()
 
 
 def collate(items: list[dict]):

@@ -39,16 +39,17 @@ def _colour(rng: np.random.Generator, lo: int, hi: int) -> tuple[int, int, int]:
 
 def sample_face(rng: np.random.Generator, *, easy: bool = False) -> Face:
     """Random face parameters. ``easy``: centred, one size, on a plain background (for quick tests)."""
-    r = float(rng.uniform(0.26, 0.36))
+    r = float(rng.uniform(0.30, 0.36))
     skin_base = np.array([rng.uniform(150, 245), rng.uniform(110, 200), rng.uniform(80, 170)])
+    shift = 0.5 * (0.45 - r)  # the face stays inside the picture, its centre varying by up to ±7%
     return Face(
-        cx=float(rng.uniform(0.5 - (0.45 - r), 0.5 + (0.45 - r))),
-        cy=float(rng.uniform(0.5 - (0.45 - r), 0.5 + (0.45 - r))),
+        cx=float(rng.uniform(0.5 - shift, 0.5 + shift)),
+        cy=float(rng.uniform(0.5 - shift, 0.5 + shift)),
         r=r,
         skin=tuple(int(v) for v in np.clip(skin_base, 0, 255)),
         hair=_colour(rng, 10, 140),
         eyes=_colour(rng, 0, 70),
-        mouth_w=float(rng.uniform(0.38, 0.55)),
+        mouth_w=float(rng.uniform(0.45, 0.55)),
         background_seed=int(rng.integers(0, 2**31 - 1)),
     ) if not easy else Face(
         cx=0.5, cy=0.5, r=0.36, skin=(225, 180, 140), hair=_colour(rng, 10, 140), eyes=(30, 30, 30),
@@ -68,7 +69,7 @@ def _background(size: int, seed: int, plain: bool = False):
     grad = (np.array(top) * (1 - ramp) + np.array(bottom) * ramp) * np.ones((1, s, 1))
     img = Image.fromarray(grad.astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(6, 14))):  # clutter: rectangles, ellipses and lines
+    for _ in range(int(rng.integers(4, 10))):  # clutter: rectangles, ellipses and lines
         x0, y0 = rng.uniform(-0.2, 1.0, size=2) * s
         w, h = rng.uniform(0.05, 0.45, size=2) * s
         colour = _colour(rng, 0, 256)

@@ -33,6 +33,9 @@ from .device import autocast, precision_name, resolve_device, resolve_precision
 from .errors import ConfigError, DataError, DeviceError
 
 DIRECTIONS = ("a2b", "b2a")
+# On the CPU, working images of at least this many pixels run channels-last: 6 % faster at 256², 30 %
+# at 1024², but 12 % slower at 64² (docs/performance.md). The weights stay as they are.
+CPU_NHWC_PIXELS = 128 * 128
 # The working long side is capped at MAX_ASPECT × S: a 1 × 10000 strip would otherwise become 256 × 2,560,000.
 MAX_ASPECT = 16
 
@@ -244,8 +247,8 @@ class Translator:
         self.direction = _check_direction(direction)
         self.size = parse_size(size)
         self.checkpoint = checkpoint  # the RunCheckpoint it came from, when loaded with Translator.load
-        # channels_last lets cuDNN pick its fastest NHWC kernels (tensor cores under bf16/fp16); on the
-        # CPU it brought nothing or was slower for a 256-px ngf-64 generator (docs/translate.md).
+        # channels_last lets cuDNN pick its fastest NHWC kernels (tensor cores under bf16/fp16). On the
+        # CPU the weights stay NCHW and _run picks the layout by image size (CPU_NHWC_PIXELS).
         self.channels_last = self.device.type == "cuda"
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generators = {"a2b": g_ab.to(self.device, memory_format=fmt).eval(),
@@ -356,8 +359,8 @@ class Translator:
         full = [item.pixels.to(self.device, non_blocking=True).float() for item in items]  # (3, H, W) in [0, 255]
         x = torch.cat([_resize(f[None], (height, width)) for f in full]) / 127.5 - 1.0   # (B, 3, h, w) in [-1, 1]
         x = _pad(x, *padded_size(height, width))                                         # (B, 3, h4, w4)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last or (self.device.type == "cpu" and height * width >= CPU_NHWC_PIXELS):
+            x = x.contiguous(memory_format=torch.channels_last)  # an NHWC input makes every conv run NHWC
         # On the CPU a batch buys nothing (one 256-px image keeps every core busy; docs/translate.md) and
         # oneDNN picks other kernels for a batch of one than for larger batches when a model has few
         # channels, so one image per pass keeps the CPU's results independent of --batch-size, bit for bit.

@@ -99,6 +99,7 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
             + λ_cycle (|g_ba(g_ab(x)) − x|₁ + |g_ab(g_ba(y)) − y|₁)          (Eq. 4)
             + λ_pixel (|g_ab(x) − x|₁ + |g_ba(y) − y|₁)                      (Eq. 5)
             + λ_tv (TV(M_x) + TV(M_y))                                         (Eq. 7)
+            + λ_floor (floor(M_x) + floor(M_y))        (ours, against mask collapse; 0 = the paper)
 
     The attention-guided terms score the fake pair ``[M_y, G_y]`` (Eq. 3); the gradient flows into
     both the mask and the image.
@@ -118,14 +119,13 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
         "pixel": l1(fake_b, x) + l1(fake_a, y),
         "tv": tv_loss(mask_a) + tv_loss(mask_b),
     }
-    if weights.lambda_floor:
-        terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
+    terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
     adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
     total = (weights.adversarial * adversarial
              + weights.lambda_cycle * terms["cycle"]
              + weights.lambda_pixel * terms["pixel"]
              + weights.lambda_tv * terms["tv"])
-    if weights.lambda_floor:
+    if weights.lambda_floor:  # ours, against mask collapse (docs/training.md); 0 = the paper
         total = total + weights.lambda_floor * terms["floor"]
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
@@ -152,6 +152,11 @@ def discriminator_objective(
     ``mask_b`` is M_y, the mask g_ab produced for the current x: the attention-guided D_YA tells the
     fake pair ``[M_y, G_y]`` from the *real* pair ``[M_y, y]`` (paper §III-B), so the real image is
     paired with the mask produced for the input.
+
+    ``identity_negatives`` (ours, against mask collapse): each discriminator also scores the *other*
+    domain's real images as fake (D_Y sees x, D_YA sees ``[M_y, x]``), averaged with the generated
+    fakes. An unchanged input is exactly what a collapsed generator outputs, so this teaches the
+    discriminators from the first step what tells the domains apart, instead of only "looks generated".
     """
     kind = gan_loss_kind
     mask_a, mask_b = mask_a.detach(), mask_b.detach()

@@ -29,7 +29,7 @@ DEMO_PRESET: dict[str, Any] = {
     "ngf": 16,
     "n_blocks": 4,
     "ndf": 32,
-    "steps": 1000,
+    "steps": 800,
     "batch_size": 4,
     "save_every": 200,
     "sample_every": 100,

@@ -33,6 +33,8 @@ from .networks import AGGAN
 MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
 # An update whose loss is NaN or Inf is skipped; this many such steps in a row stop training.
 NONFINITE_PATIENCE = 20
+# The attention floor's weight is full until this fraction of training, then fades to 0 by the second.
+FLOOR_FADE = (1 / 3, 2 / 3)
 # Under torchrun, a Ctrl-C or SIGTERM is agreed on by all ranks every this many steps (not every step).
 STOP_CHECK_EVERY = 10
 
@@ -256,15 +258,16 @@ class Trainer:
             self._restore()
 
     def weights_at(self, step: int) -> LossWeights:
-        """The loss weights for ``step``: the attention floor is at full weight for the first half of
+        """The loss weights for ``step``: the attention floor is at full weight for the first third of
         training (while the discriminators learn what tells the domains apart), then fades linearly
-        to zero, so that at the end unattended pixels can settle at a mask of exactly ~0."""
+        to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0."""
         if not self.weights.lambda_floor:
             return self.weights
         import dataclasses
 
-        fade = min(1.0, 2.0 * (1.0 - step / max(1, self.schedule.total_steps)))
-        return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * max(0.0, fade))
+        progress = step / max(1, self.schedule.total_steps)
+        fade = min(1.0, max(0.0, (FLOOR_FADE[1] - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
+        return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * fade)
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP

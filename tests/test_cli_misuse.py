@@ -25,6 +25,7 @@ from images import write_checkpoint, write_rgb, write_text, write_truncated_jpeg
 runner = CliRunner()
 SETTINGS = settings(max_examples=30, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+TRAIN_SETTINGS = settings(SETTINGS, max_examples=20)  # a valid draw trains a step: the slowest command
 
 
 NUMBER_JUNK = ("abc", "", "1.5", "0x10", "nan", "-")
@@ -150,7 +151,7 @@ TRAIN_BAD = {
 @example(chosen={"@folders": "both", "@config": "", "@runs-dir": "a-file"})
 @example(chosen={"@folders": "both", "@config": "", "@runs-dir": "fresh", "--epochs": "1", "--steps": "1"})
 @example(chosen={"@folders": "both", "@config": "", "@runs-dir": "fresh", "--batch-size": "3"})
-@SETTINGS
+@TRAIN_SETTINGS
 def test_train_misuse_gets_a_clear_answer(world, chosen):
     root = world["root"]
     folders = {"both": [root / "a", root / "b"], "missing": [root / "nope", root / "b"], "none": [],

@@ -36,7 +36,7 @@ def test_generator_objective_terms_and_gradients(kind):
     model = _model()
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     step = generator_objective(model, x, y, LossWeights(gan_loss=kind))
-    expected = {"gan_ab", "agan_ab", "gan_ba", "agan_ba", "cycle", "pixel", "tv", "g_total"}
+    expected = {"gan_ab", "agan_ab", "gan_ba", "agan_ba", "cycle", "pixel", "tv", "floor", "g_total"}
     assert set(step.terms) == expected
     assert all(not t.requires_grad for t in step.terms.values())
     w = LossWeights()

@@ -237,18 +237,21 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
     assert not (run / LOCK_FILE).exists()  # a clean exit releases the lock
 
 
-def test_ctrl_c_to_the_whole_process_group_saves_with_loader_workers(tmp_path):
-    """Ctrl-C in a terminal reaches the trainer and its data-loading workers at once: it still saves."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "scheduler-sigterm"])
+def test_a_signal_to_the_whole_process_group_saves_with_loader_workers(tmp_path, sig):
+    """Ctrl-C in a terminal, and SLURM's SIGTERM on preemption, reach the trainer and its data-loading
+    workers at once: the workers stay up (a worker killed mid-transfer crashed the trainer before it
+    saved), the trainer saves the step it was on, stops them, and exits 0."""
     a, b = make_domains(tmp_path)
     run = tmp_path / "runs" / "smile"
     argv = ["train", a, b, "--steps", "5000", "--save-every", "1000", "--log-every", "1", *TINY[:-3], "--workers", "1",
             "--quiet"]
     process = start(argv, tmp_path, own_group=True)
     wait_for(lambda: max(metrics_steps(run), default=0) >= 2, process, what="two training steps")
-    process.signal(signal.SIGINT, group=True)
+    process.signal(sig, group=True)
     assert process.wait() == 0, process.log()
     assert find_save(run, need_state=True).step == max(metrics_steps(run))
-    assert "SIGINT" in process.log()
+    assert signal.Signals(sig).name in process.log() and "Traceback" not in process.log()
 
 
 # ---------------------------------------------------------------------------------------------
