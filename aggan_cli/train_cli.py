@@ -31,6 +31,7 @@ DEMO_PRESET: dict[str, Any] = {
     "ndf": 32,
     "steps": 800,
     "batch_size": 4,
+    "lambda_pixel": 2.0,  # the demo's twins change only the mouth: a firmer "leave the rest alone"
     "save_every": 200,
     "sample_every": 100,
     "log_every": 20,

@@ -256,6 +256,8 @@ class Trainer:
         self._io_warned: set[str] = set()
         if resume:
             self._restore()
+        elif self.is_main and (self.run_dir / "metrics.jsonl").exists():
+            (self.run_dir / "metrics.jsonl").unlink()  # left by a run killed before its first save
 
     def weights_at(self, step: int) -> LossWeights:
         """The loss weights for ``step``: the attention floor is at full weight for the first third of
@@ -627,10 +629,13 @@ class Trainer:
         self.watch = MaskWatch(dict(watch.get("low", {})), dict(watch.get("high", {})),
                                {tuple(w) for w in watch.get("warned", [])})
         self.step = int(state["step"])
-        # the scheduler's lambda reads the (possibly raised) total; recompute the current lr from it
-        for opt in (self.opt_g, self.opt_d):
+        # The scheduler's lambda reads the (possibly raised) total, and --lr may have been changed on
+        # resume: recompute the base and current learning rates from this run's configuration.
+        for opt, sched in ((self.opt_g, self.sched_g), (self.opt_d, self.sched_d)):
+            sched.base_lrs = [self.tcfg.lr for _ in opt.param_groups]
             for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * self.schedule.lr_factor(self.step)
+                group["initial_lr"] = self.tcfg.lr
+                group["lr"] = self.tcfg.lr * self.schedule.lr_factor(self.step)
         self.history = _read_metrics(self.run_dir / "metrics.jsonl", upto=self.step, rewrite=self.is_main)
 
 
@@ -672,7 +677,8 @@ def _read_metrics(path: Path, upto: int, *, rewrite: bool = True) -> list[dict[s
 
 def default_channels_last(device: torch.device) -> bool:
     """The training memory layout when TrainConfig.channels_last is unset: NHWC on CUDA, where cuDNN's
-    fastest (tensor-core) convolutions want it. See docs/performance.md for the CPU measurements."""
+    fastest (tensor-core) convolutions want it; NCHW on the CPU, where NHWC training measured 10-15 %
+    slower (docs/performance.md). ``--channels-last/--no-channels-last`` overrides it."""
     return device.type == "cuda"
 
 

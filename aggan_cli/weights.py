@@ -79,8 +79,8 @@ REGISTRY: dict[str, Published] = {
             name="demo-smile",
             description="Procedural faces, neutral → smiling (aggan train --demo); translates offline",
             domains=("neutral", "smile"),
-            image_size=64,
-            sha256=None,
+            image_size=48,
+            sha256="b5a07a0dcb20b9b64de24b185b02001cf37c805e7ee13bbc43ea6316130d4a7b",
             bundled="demo-smile",
         ),
     )

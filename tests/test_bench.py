@@ -12,7 +12,6 @@ from torch import nn
 from typer.testing import CliRunner
 
 from aggan_cli.cli import app
-from aggan_cli.config import ModelConfig
 from aggan_cli.networks import AttentionGenerator
 
 from test_train import TINY, make_domains
