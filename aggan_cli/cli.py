@@ -8,11 +8,9 @@ Errors from the core are :class:`~aggan_cli.errors.AgganError`; they are caught 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 

@@ -198,7 +198,6 @@ def score(g_ab, *, seed: int, size: int, count: int = 64, device="cpu", out_dir=
     input, output, mask and twin there.
     """
     import torch
-    from PIL import Image
 
     cases = [test_case(seed, i, size, easy=easy) for i in range(count)]
     outputs, masks = [], []

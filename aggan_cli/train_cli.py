@@ -99,7 +99,9 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
     if resume:
         options = _options_for_resume(run_dir, options, given)
         demo = bool(options.get("demo"))
-    elif has_checkpoint(run_dir):
+    else:
+        build_configs({**options, "name": name})  # bad option values are reported before anything else
+    if not resume and has_checkpoint(run_dir):
         raise TrainingError(f"a run named {name!r} already exists in {run_dir}; continue it with --resume, "
                             "or start a new one with --name NEW_NAME")
     if not demo and not (options.get("domain_a") and options.get("domain_b")):

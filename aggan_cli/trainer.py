@@ -19,7 +19,6 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor
 
-from . import __version__
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
                          os_reason, save_run)
 from .config import ModelConfig, TrainConfig
@@ -511,7 +510,6 @@ class Trainer:
     def _fixed_batch(self, count: int = 4) -> dict[str, Tensor]:
         """A fixed set of centre crops from both domains, for comparable sample grids over time."""
         from .data import _augment  # same resize/crop as training, without randomness
-        import numpy as np
 
         def take(source):
             out = []

@@ -176,7 +176,7 @@ def test_nothing_matched_names_the_patterns(ckpts, tmp_path):
 
 def test_unreadable_files_are_named_skipped_and_fail_the_run(ckpts, tmp_path):
     src = tmp_path / "mixed"
-    good = [write_rgb(src / "good1.jpg", (37, 53)), write_rgb(src / "good2.png", (40, 30))]
+    write_rgb(src / "good1.jpg", (37, 53)), write_rgb(src / "good2.png", (40, 30))
     bad = [write_truncated_jpeg(src / "cut.jpg"), write_empty(src / "zero.jpg"), write_text(src / "text.jpg")]
     out = tmp_path / "out"
 
