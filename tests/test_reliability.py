@@ -39,17 +39,9 @@ from images import (photo_array, write_checkpoint, write_empty, write_mode, writ
                     write_truncated_jpeg)
 from processes import metrics_steps, start, start_executable, wait_for
 
+from test_train import TINY, make_domains
+
 runner = CliRunner()
-TINY = ["--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--workers", "0", "--quiet"]
-
-
-def make_domains(root: Path, n_a: int = 3, n_b: int = 4) -> tuple[Path, Path]:
-    a, b = root / "neutral", root / "smile"
-    for i in range(n_a):
-        write_rgb(a / f"a{i}.jpg", (40 + i, 36), seed=i)
-    for i in range(n_b):
-        write_rgb(b / f"b{i}.png", (36, 44 + i), seed=10 + i)
-    return a, b
 
 
 def aggan(*args, **kw):
