@@ -148,6 +148,7 @@ def train(
     lambda_tv: Annotated[float, typer.Option(help="Weight of the attention (total-variation) loss.", rich_help_panel=_OPTIM)] = 1e-6,
     lambda_floor: Annotated[float, typer.Option(help="Weight of the attention floor that keeps the mask from collapsing to 0 early in training (0 = off, the paper).", rich_help_panel=_OPTIM)] = 1.0,
     identity_negatives: Annotated[bool, typer.Option("--identity-negatives/--no-identity-negatives", help="Discriminators also see the other domain's real images as fakes, so output = input is penalised (off = the paper).", rich_help_panel=_OPTIM)] = True,
+    ema: Annotated[float, typer.Option(help="Keep a moving average of the generators' weights with this decay and save it (0 = off; 0.99 ≈ the last 100 steps).", rich_help_panel=_OPTIM)] = 0.0,
     paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, no attention floor, no identity negatives.", rich_help_panel=_MODEL)] = False,
     gan_loss: Annotated[GanLoss, typer.Option(help="Adversarial loss: lsgan or vanilla (the paper's log-likelihood).", rich_help_panel=_OPTIM)] = GanLoss.lsgan,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_RUNTIME)] = "auto",

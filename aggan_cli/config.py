@@ -113,6 +113,7 @@ class TrainConfig:
     # images as fakes, so "output = input" is penalised from the first step.
     lambda_floor: float = 1.0
     identity_negatives: bool = True
+    ema: float = 0.0  # decay of a weight average of the generators (0 = off); 0.99 averages ~100 steps
     gan_loss: str = "lsgan"
     pool_size: int = 50
     load_size: int | None = None  # default: size * 286 / 256, as CycleGAN
@@ -153,6 +154,8 @@ class TrainConfig:
             _check(isinstance(value, (int, float)) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
         for name in ("lambda_cycle", "lambda_pixel", "lambda_tv", "lambda_floor"):
             _non_negative(name, getattr(self, name))
+        _check(isinstance(self.ema, (int, float)) and not isinstance(self.ema, bool) and 0 <= self.ema < 1,
+               f"ema must be a number in [0, 1), got {self.ema!r}")
         _choice("gan_loss", self.gan_loss, GAN_LOSSES)
         _choice("precision", self.precision, PRECISIONS)
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2 ** 63,

@@ -333,7 +333,7 @@ def _score_demo(console, trainer) -> None:
     from .demo import score
 
     started = time.perf_counter()
-    result = score(trainer.model.g_ab, seed=trainer.tcfg.seed + DEMO_TEST_SEED_OFFSET, size=trainer.mcfg.image_size,
+    result = score(trainer.generator("g_ab"), seed=trainer.tcfg.seed + DEMO_TEST_SEED_OFFSET, size=trainer.mcfg.image_size,
                    count=DEMO_TEST_IMAGES, device=trainer.device, out_dir=trainer.run_dir / "demo-eval")
     trainer.record_demo_score(result.to_dict())
     passed = result.passed()

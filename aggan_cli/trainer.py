@@ -229,6 +229,13 @@ class Trainer:
         self.d_loss: torch.nn.Module = DiscriminatorLoss(self.model, train_config.gan_loss)
         if world > 1:
             self._wrap_ddp()
+        # An exponential moving average of the generators' weights (off unless --ema > 0): what samples,
+        # the demo score and model.safetensors use. It damps the step-to-step oscillation of GAN training.
+        self.ema: dict[str, torch.nn.Module] = {}
+        if train_config.ema:
+            import copy
+
+            self.ema = {name: copy.deepcopy(getattr(self.model, name)).requires_grad_(False) for name in ("g_ab", "g_ba")}
         if train_config.compile:
             for network in (*self.model.generators, *self.model.discriminators):
                 network.compile()  # in place: state-dict keys and the DDP wrappers stay as they are
@@ -301,6 +308,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
         self._step_unless_nonfinite(self.opt_g, g.total)
+        self._update_ema()
         # 2. discriminators, on real samples and pooled fakes
         self._set_requires_grad(model.discriminators, True)
         fake_b, fake_a = g.fake_b.detach(), g.fake_a.detach()
@@ -524,6 +532,18 @@ class Trainer:
 
         return {"a": take(self.source_a), "b": take(self.source_b)}
 
+    def _update_ema(self) -> None:
+        if not self.ema:
+            return
+        with torch.no_grad():
+            for name, average in self.ema.items():
+                live = list(getattr(self.model, name).parameters())
+                torch._foreach_lerp_(list(average.parameters()), live, 1.0 - self.tcfg.ema)
+
+    def generator(self, name: str) -> torch.nn.Module:
+        """The generator to translate with: the weight average when --ema is on, else the live one."""
+        return self.ema[name] if name in self.ema else getattr(self.model, name)
+
     def write_samples(self) -> None:
         if not self.is_main or not self.fixed:
             return
@@ -533,7 +553,8 @@ class Trainer:
         try:
             with torch.no_grad(), autocast(self.device, self.amp_dtype):
                 rows = []
-                for key, g, back in (("a", self.model.g_ab, self.model.g_ba), ("b", self.model.g_ba, self.model.g_ab)):
+                g_ab, g_ba = self.generator("g_ab"), self.generator("g_ba")
+                for key, g, back in (("a", g_ab, g_ba), ("b", g_ba, g_ab)):
                     x = self.fixed.get(key)
                     if x is None:
                         continue
@@ -558,6 +579,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),  # empty unless fp16
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
         }
+        if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
+            state["live_g_ab"] = self.model.g_ab.state_dict()
+            state["live_g_ba"] = self.model.g_ba.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -571,7 +595,8 @@ class Trainer:
         if self._in_streak:
             return None  # announced with the first skipped update
         try:
-            save_run(self.run_dir, model_config=self.mcfg, g_ab=self.model.g_ab, g_ba=self.model.g_ba, step=self.step,
+            save_run(self.run_dir, model_config=self.mcfg, g_ab=self.generator("g_ab"), g_ba=self.generator("g_ba"),
+                     step=self.step,
                      domains=self.domains, train_config=self.tcfg.to_dict(), training_state=self.training_state(),
                      extra=self._extra())
         except CheckpointError as exc:
@@ -605,7 +630,11 @@ class Trainer:
                                   "resume with the same model options, or start a new run with --name")
         state = load_training_state(ckpt.state_path or self.run_dir, expected_step=ckpt.step)
         for name in ("g_ab", "g_ba"):
-            load_state_dict_strict(getattr(self.model, name), ckpt.generators, name, ckpt.path / "model.safetensors")
+            load_state_dict_strict(self.generator(name), ckpt.generators, name, ckpt.path / "model.safetensors")
+            if self.ema:
+                if f"live_{name}" not in state:
+                    raise CheckpointError(f"{self.run_dir} was saved without --ema; resume without it")
+                getattr(self.model, name).load_state_dict(state[f"live_{name}"])
         for name in ("d_a", "d_b", "d_a_attn", "d_b_attn"):
             try:
                 getattr(self.model, name).load_state_dict(state[name])
