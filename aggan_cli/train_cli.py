@@ -32,6 +32,7 @@ DEMO_PRESET: dict[str, Any] = {
     "steps": 800,
     "batch_size": 4,
     "lambda_pixel": 2.0,  # the demo's twins change only the mouth: a firmer "leave the rest alone"
+    "ema": 0.99,  # save the generators' weight average: damps the save-to-save swing of a short GAN run
     "save_every": 200,
     "sample_every": 100,
     "log_every": 20,

@@ -80,7 +80,7 @@ REGISTRY: dict[str, Published] = {
             description="Procedural faces, neutral → smiling (aggan train --demo); translates offline",
             domains=("neutral", "smile"),
             image_size=48,
-            sha256="b5a07a0dcb20b9b64de24b185b02001cf37c805e7ee13bbc43ea6316130d4a7b",
+            sha256="8ff0fe9a87fd139491d7334a0568a3c7455c902b633af7ce447e9d3b2247bc1b",
             bundled="demo-smile",
         ),
     )
