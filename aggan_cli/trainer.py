@@ -118,12 +118,19 @@ class MaskWatch:
         return None
 
 
-def collapse_message(direction: str, kind: str, mean: float, cfg: ModelConfig) -> str:
+def collapse_message(direction: str, kind: str, mean: float, cfg: ModelConfig, tcfg: TrainConfig) -> str:
     if kind == "collapsed":
-        hint = ("the discriminators are winning and the attention sigmoid has saturated at 0, so the output "
-                "equals the input and no gradient reaches the content. ")
-        hint += ("The paper's global discriminator does this often: try --discriminator patch. "
-                 if cfg.discriminator == "global" else "Try a lower --lambda-pixel or a longer --warmup. ")
+        hint = ("the attention sigmoid has saturated at 0, so the output equals the input and no gradient "
+                "reaches the content. ")
+        tips = []
+        if cfg.discriminator == "global":
+            tips.append("--discriminator patch (the paper's global discriminator often does this)")
+        if not tcfg.lambda_floor:
+            tips.append("--lambda-floor 1")
+        if not tcfg.identity_negatives:
+            tips.append("--identity-negatives")
+        tips += ["a larger --batch-size", "a lower --lambda-pixel"]
+        hint += "Try " + ", ".join(tips) + " (docs/training.md)."
         return f"attention mask {direction} has collapsed (mean {mean:.4f}): {hint}"
     return (f"attention mask {direction} has saturated at 1 (mean {mean:.3f}): the generator repaints the whole "
             "image instead of editing a region. Try a higher --lambda-tv or --lambda-pixel.")
@@ -507,7 +514,7 @@ class Trainer:
                                (f"{self.domains[1]}→{self.domains[0]}", "mask_ba_mean")):
             kind = self.watch.update(direction, metrics[key])
             if kind:
-                self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg))
+                self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg, self.tcfg))
         self.history.append(metrics)
         if self.is_main:
             self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics)))

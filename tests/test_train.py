@@ -183,3 +183,20 @@ def test_data_order_is_independent_of_workers_and_sharded_by_rank(tmp_path):
 def test_open_domain_rejects_folder_without_enough_images(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         open_domain(tmp_path / "x", "DOMAIN_A", minimum=1)
+
+
+def test_collapse_warning_only_recommends_options_that_exist():
+    import re
+
+    from aggan_cli.trainer import collapse_message
+
+    import typer
+
+    train_command = typer.main.get_command(app).commands["train"]
+    known = {opt for param in train_command.params for opt in (*param.opts, *param.secondary_opts)}
+    paper = collapse_message("a→b", "collapsed", 0.001, ModelConfig(discriminator="global"),
+                             TrainConfig(lambda_floor=0, identity_negatives=False))
+    saturated = collapse_message("a→b", "saturated", 0.99, ModelConfig(), TrainConfig())
+    flags = set(re.findall(r"--[a-z][a-z-]+", paper + saturated))
+    assert {"--lambda-floor", "--identity-negatives", "--discriminator"} <= flags
+    assert flags <= known, flags - known
