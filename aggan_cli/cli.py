@@ -292,6 +292,37 @@ def export_masks(
 
 
 # ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+@app.command()
+def evaluate(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Domain images to translate: files, folders (recursive) and glob patterns.", show_default=False)],
+    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP, show_default=False)],
+    twins: Annotated[Optional[Path], typer.Option(help="Folder of the perfect translations, named like the inputs.", show_default=False)] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Folder of the true change regions (white = changed), named like the inputs.", show_default=False)] = None,
+    direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
+    size: Annotated[str, typer.Option(help="Working size: 'auto', 'native' or N, as in translate.")] = "auto",
+    device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
+) -> None:
+    """Score a checkpoint against ground truth: perfect translations (--twins) and/or true change regions (--masks).
+
+    Reports foreground PSNR against the twins (next to output = input), background PSNR, mask AUC and
+    IoU, and how binary the masks are (docs/evaluate.md):
+
+      aggan evaluate photos/ --ckpt smile --twins smiling/ --masks regions/
+    """
+    with user_errors():
+        from .evaluate_cli import run_evaluate_command
+
+        run_evaluate_command(inputs, ckpt=ckpt, twins=twins, masks=masks, direction=direction.value, size=size,
+                             device=device, precision=precision.value, offline=offline, as_json=json_)
+
+
+# ---------------------------------------------------------------------------------------------
 # download-weights
 
 

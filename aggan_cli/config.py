@@ -60,6 +60,7 @@ class ModelConfig:
     discriminator: str = "patch"
     image_size: int = 256  # the training crop; translate runs the network at this short side
     d_layers: int = 3      # PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16
+    mask_blur: bool = False  # EXPERIMENT
 
     def __post_init__(self) -> None:
         _positive_int("ngf", self.ngf)
@@ -113,6 +114,13 @@ class TrainConfig:
     # images as fakes, so "output = input" is penalised from the first step.
     lambda_floor: float = 1.0
     identity_negatives: bool = True
+    own_pairs: bool = False   # EXPERIMENT
+    sharpen: float = 0.0      # EXPERIMENT: final gain on the mask logits (0/1 = off)
+    sharpen_span: tuple = (0.5, 0.75)  # EXPERIMENT
+    sharpen_center: float = 0.5  # EXPERIMENT
+    floor_fade: tuple = (1 / 3, 2 / 3)  # EXPERIMENT
+    mask_bias: float = 0.0    # EXPERIMENT: initial bias of the mask logit
+    lambda_sparse: float = 0.0  # EXPERIMENT: L1 on the mask
     ema: float = 0.0  # decay of a weight average of the generators (0 = off); 0.99 averages ~100 steps
     gan_loss: str = "lsgan"
     pool_size: int = 50

@@ -34,6 +34,7 @@ class LossWeights:
     lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
     adversarial: float = 1.0     # scale of the four adversarial terms (a warm-up may ramp it)
     lambda_floor: float = 0.0    # weight of the attention floor (keeps mask logits above floor_logit)
+    lambda_sparse: float = 0.0   # EXPERIMENT
     floor_logit: float = -4.0
 
 
@@ -127,6 +128,9 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
              + weights.lambda_tv * terms["tv"])
     if weights.lambda_floor:  # ours, against mask collapse (docs/training.md); 0 = the paper
         total = total + weights.lambda_floor * terms["floor"]
+    if weights.lambda_sparse:
+        terms["sparse"] = mask_a.float().mean() + mask_b.float().mean()
+        total = total + weights.lambda_sparse * terms["sparse"]
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
     return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)
@@ -145,6 +149,7 @@ def discriminator_objective(
     mask_b: Tensor,
     gan_loss_kind: str = "lsgan",
     identity_negatives: bool = False,
+    own_pairs: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The four discriminators' loss, each ½(real + fake) as CycleGAN.
 
@@ -160,6 +165,9 @@ def discriminator_objective(
     """
     kind = gan_loss_kind
     mask_a, mask_b = mask_a.detach(), mask_b.detach()
+    # The mask paired with each real image: the paper's M_y (made for the input x, so on unaligned data it
+    # marks a place where y has no object), or the mask the other generator made for that real image.
+    real_mask_a, real_mask_b = (mask_b, mask_a) if own_pairs else (mask_a, mask_b)
 
     def half(d: torch.nn.Module, real: Tensor, fake: Tensor, negative: Tensor) -> Tensor:
         fake_loss = gan_loss(d(fake.detach()), False, kind)
@@ -170,8 +178,8 @@ def discriminator_objective(
     terms = {
         "d_a": half(model.d_a, real_a, fake_a, real_b),
         "d_b": half(model.d_b, real_b, fake_b, real_a),
-        "d_a_attn": half(model.d_a_attn, pair(mask_a, real_a), fake_pair_a, pair(mask_a, real_b)),
-        "d_b_attn": half(model.d_b_attn, pair(mask_b, real_b), fake_pair_b, pair(mask_b, real_a)),
+        "d_a_attn": half(model.d_a_attn, pair(real_mask_a, real_a), fake_pair_a, pair(mask_a, real_b)),
+        "d_b_attn": half(model.d_b_attn, pair(real_mask_b, real_b), fake_pair_b, pair(mask_b, real_a)),
     }
     total = terms["d_a"] + terms["d_b"] + terms["d_a_attn"] + terms["d_b_attn"]
     terms = {k: v.detach() for k, v in terms.items()}

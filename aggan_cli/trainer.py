@@ -27,6 +27,7 @@ from .device import autocast, describe_device, precision_name, resolve_device, r
 from .errors import CheckpointError, TrainingError
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN
+from .scoring import json_number
 
 # A mask whose mean stays below / above these for COLLAPSE_PATIENCE logging intervals has collapsed.
 MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
@@ -167,9 +168,10 @@ class DiscriminatorLoss(torch.nn.Module):
         self.d_a, self.d_b, self.d_a_attn, self.d_b_attn = model.d_a, model.d_b, model.d_a_attn, model.d_b_attn
         self.kind = gan_loss_kind
 
-    def forward(self, x: Tensor, y: Tensor, fakes: dict[str, Tensor], identity_negatives: bool = False):
+    def forward(self, x: Tensor, y: Tensor, fakes: dict[str, Tensor], identity_negatives: bool = False,
+                own_pairs: bool = False):
         return discriminator_objective(self, x, y, gan_loss_kind=self.kind, identity_negatives=identity_negatives,
-                                       **fakes)
+                                       own_pairs=own_pairs, **fakes)
 
 
 class Trainer:
@@ -193,6 +195,7 @@ class Trainer:
         world: int = 1,
         device: torch.device | None = None,
         command: str = "",
+        evaluator: Callable[..., Any] | None = None,
     ) -> None:
         self.mcfg, self.tcfg = model_config, train_config
         self.run_dir = Path(run_dir)
@@ -227,7 +230,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN time its algorithms once
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
                                    lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
-                                   lambda_floor=train_config.lambda_floor)
+                                   lambda_floor=train_config.lambda_floor, lambda_sparse=train_config.lambda_sparse)
+        if train_config.mask_bias:
+            with torch.no_grad():
+                for g in self.model.generators:
+                    g.net[-1].bias[0].fill_(train_config.mask_bias)
         fused = fused_adam_supported(self.device)
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]
@@ -260,6 +267,11 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
+        # Held-out quality at every save (a built-in task's test split, or --eval DIR): scored into
+        # metrics.jsonl, and the best save so far kept in RUN/best/ (scoring.Evaluator).
+        self.evaluator = evaluator
+        self.last_eval: dict[str, Any] | None = None   # {"step", "score", "quality"} of the latest save
+        self.best: dict[str, Any] | None = None        # the same for the best save so far
         self.bad_files: set[str] = set()
         # numerical faults, counted on the device (see _step_unless_nonfinite and _watch_numerics)
         self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -281,7 +293,8 @@ class Trainer:
         import dataclasses
 
         progress = step / max(1, self.schedule.total_steps)
-        fade = min(1.0, max(0.0, (FLOOR_FADE[1] - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
+        lo, hi = self.tcfg.floor_fade
+        fade = min(1.0, max(0.0, (hi - progress) / max(1e-9, hi - lo)))
         return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * fade)
 
     def _wrap_ddp(self) -> None:
@@ -315,6 +328,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
         self._step_unless_nonfinite(self.opt_g, g.total)
+        self._sharpen()
         self._update_ema()
         # 2. discriminators, on real samples and pooled fakes
         self._set_requires_grad(model.discriminators, True)
@@ -327,7 +341,7 @@ class Trainer:
             "mask_a": mask_a, "mask_b": mask_b,
         }
         with autocast(self.device, self.amp_dtype):
-            d_total, d_terms = self.d_loss(x, y, fakes, self.tcfg.identity_negatives)
+            d_total, d_terms = self.d_loss(x, y, fakes, self.tcfg.identity_negatives, self.tcfg.own_pairs)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_total).backward()
         self._step_unless_nonfinite(self.opt_d, d_total)
@@ -539,6 +553,29 @@ class Trainer:
 
         return {"a": take(self.source_a), "b": take(self.source_b)}
 
+    def sharpness_at(self, step: int) -> float:
+        """EXPERIMENT: the gain on the mask logits reached at ``step`` (1 before the ramp, geometric ramp)."""
+        k = self.tcfg.sharpen
+        if k <= 1:
+            return 1.0
+        lo, hi = self.tcfg.sharpen_span
+        progress = step / max(1, self.schedule.total_steps)
+        t = min(1.0, max(0.0, (progress - lo) / max(1e-9, hi - lo)))
+        return k ** t
+
+    def _sharpen(self) -> None:
+        """Raise the gain on both generators' mask logits by the schedule's step-to-step factor f, pivoting on
+        the logit c of ``sharpen_center``: logit -> f·logit + c·(1 − f), folded into the last convolution."""
+        factor = self.sharpness_at(self.step + 1) / self.sharpness_at(self.step)
+        if factor == 1.0:
+            return
+        c = math.log(self.tcfg.sharpen_center / (1 - self.tcfg.sharpen_center))
+        with torch.no_grad():
+            for g in self.model.generators:
+                last = g.net[-1]
+                last.weight[0].mul_(factor)
+                last.bias[0].mul_(factor).add_(c * (1 - factor))
+
     def _update_ema(self) -> None:
         if not self.ema:
             return
@@ -584,6 +621,7 @@ class Trainer:
             "pool_rng": self.pool_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "scaler": self.scaler.state_dict(),  # empty unless fp16
+            "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"])},
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
         }
         if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
@@ -601,6 +639,7 @@ class Trainer:
             return None
         if self._in_streak:
             return None  # announced with the first skipped update
+        self._evaluate()
         try:
             save_run(self.run_dir, model_config=self.mcfg, g_ab=self.generator("g_ab"), g_ba=self.generator("g_ba"),
                      step=self.step,
@@ -609,9 +648,33 @@ class Trainer:
         except CheckpointError as exc:
             raise TrainingError(f"{exc}. Training stopped. {self._last_save_line()} Free some disk space or fix the "
                                 "folder's permissions, then continue with --resume") from None
+        if self.last_eval is not None and self.last_eval is self.best and self.best["step"] == self.step:
+            self._save_best()
         self._best_effort("the metrics plot and model card", self._write_extras)
         self.reporter.saved(self.step, self.run_dir)
         return self.run_dir
+
+    def _evaluate(self) -> None:
+        """Score the generators being saved on the held-out set (once per step), log it, track the best."""
+        if self.evaluator is None or (self.last_eval is not None and self.last_eval["step"] == self.step):
+            return
+        score, _ = self.evaluator(self.generator("g_ab"), image_size=self.mcfg.image_size, device=self.device)
+        values = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in score.to_dict().items()}
+        self.last_eval = {"step": self.step, "score": values, "quality": score.quality()}
+        if _better(score.quality(), None if self.best is None else self.best["quality"]):
+            self.best = self.last_eval
+        line = json.dumps({"step": self.step, "eval": {k: json_number(v) for k, v in values.items()}})
+        self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", line))
+
+    def _save_best(self) -> None:
+        """Copy the save just made to RUN/best/ (weights and config only: a checkpoint to translate with)."""
+        try:
+            save_run(self.run_dir / "best", model_config=self.mcfg, g_ab=self.generator("g_ab"),
+                     g_ba=self.generator("g_ba"), step=self.step, domains=self.domains,
+                     train_config=self.tcfg.to_dict(), extra=self._extra())
+        except CheckpointError as exc:
+            raise TrainingError(f"{exc}. Training stopped. {self._last_save_line()} Free some disk space or fix the "
+                                "folder's permissions, then continue with --resume") from None
 
     def _write_extras(self) -> None:
         from .modelcard import write_model_card
@@ -628,6 +691,10 @@ class Trainer:
         extra: dict[str, Any] = {"total_steps": self.schedule.total_steps}
         if self.demo_score is not None:
             extra["demo_score"] = self.demo_score
+        if self.last_eval is not None:
+            extra["eval"] = {k: json_number(v) for k, v in self.last_eval["score"].items()}
+        if self.best is not None:
+            extra["best"] = {"step": self.best["step"], "quality": json_number(self.best["quality"])}
         return extra
 
     def _restore(self) -> None:
@@ -659,6 +726,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if state.get("best"):
+            quality = state["best"]["quality"]
+            self.best = {"step": int(state["best"]["step"]), "quality": float("nan" if quality is None else quality),
+                         "score": {}}
         watch = state.get("watch") or {}
         self.watch = MaskWatch(dict(watch.get("low", {})), dict(watch.get("high", {})),
                                {tuple(w) for w in watch.get("warned", [])})
@@ -685,6 +756,14 @@ class _CentreRng:
 
     def random(self):
         return 1.0
+
+
+def _better(new: float, old: float | None) -> bool:
+    """Is a save scoring ``new`` the best so far, over one scoring ``old``? A tie goes to the later save;
+    a NaN (nothing to score) beats only nothing."""
+    if old is None or math.isnan(old):
+        return True
+    return not math.isnan(new) and new >= old
 
 
 def _append_line(path: Path, line: str) -> None:

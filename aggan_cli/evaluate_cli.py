@@ -1,0 +1,84 @@
+"""``aggan evaluate``: score a checkpoint on images whose perfect translations and/or true change
+regions are known.
+
+For every input ``X`` (files, folders, globs, as ``translate`` takes them), the twin is the image named
+like it in ``--twins DIR`` (same relative path and stem, any image suffix) and the true change mask the
+one named like it in ``--masks DIR`` (white = changed). The inputs are translated exactly as ``aggan
+translate`` would (same sizes, same blend), and scored by :func:`aggan_cli.scoring.score`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DataError
+
+
+def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, masks: Path | None, direction: str,
+                         size: str, device: str, precision: str, offline: bool, as_json: bool) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from .inference import Translator, parse_size
+    from .scoring import TARGETS, Evaluator, json_number
+    from .translate_cli import collect_inputs
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    if twins is None and masks is None:
+        raise ConfigError("give --twins DIR (the perfect translations) and/or --masks DIR (the true change regions), "
+                          "each holding images named like the inputs")
+    for flag, folder in (("--twins", twins), ("--masks", masks)):
+        if folder is not None and not folder.is_dir():
+            raise DataError(f"{flag} {folder} is not a folder")
+    parse_size(size)
+    found = collect_inputs(inputs)
+    if found.missing:
+        raise DataError(f"{found.missing[0]}: no such file, folder or pattern")
+    if not found.files:
+        raise DataError(f"no images found in {', '.join(repr(p) for p in inputs)}")
+    evaluator = Evaluator.from_files(found.files, twins_dir=twins, masks_dir=masks)  # checked before the model loads
+    translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                 offline=offline)
+    count = len(evaluator.sources)
+    console.print(f"evaluating [bold]{escape(translator.label())}[/] with {escape(str(translator.checkpoint.path))} "
+                  f"on {count} image{'s' * (count != 1)}")
+    result, _ = evaluator.run(translator, direction=direction)
+    report = {"checkpoint": str(translator.checkpoint.path), "direction": direction, **result.to_dict()}
+    if as_json:
+        print(json.dumps({k: json_number(v) for k, v in report.items()}))
+    else:
+        _table(result, TARGETS)
+    return report
+
+def _table(result, targets) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [
+        ("foreground PSNR (output vs twin, inside the region)", result.foreground_psnr, " dB", None),
+        ("  output = input, for comparison", result.identity_foreground_psnr, " dB", None),
+        ("  gain over output = input", result.foreground_gain, " dB", "foreground_gain"),
+        ("background PSNR (output vs input, outside)", result.background_psnr, " dB", "background_psnr"),
+        ("image PSNR (output vs twin, whole image)", result.image_psnr, " dB", None),
+        ("mask AUC vs the true region", result.mask_auc, "", "mask_auc"),
+        ("mask IoU at 0.5", result.mask_iou, "", "mask_iou"),
+        ("soft mask values (0.1-0.9) inside the region", result.soft_inside, "", None),
+        ("soft mask values (0.1-0.9) outside", result.soft_outside, "", None),
+        ("unattended pixels (mask < 1/255) left exactly as they were", result.exact_fraction, "", None),
+    ]
+    table = Table(title=f"aggan evaluate: {result.count} image{'s' * (result.count != 1)}")
+    for column in ("measure", "value", "target"):
+        table.add_column(column)
+    for label, value, unit, key in rows:
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        target = ""
+        if key is not None:
+            mark = "[green]✓[/]" if value >= targets[key] else "[red]✗[/]"
+            target = f"≥ {targets[key]:g}{unit} {mark}"
+        shown = "∞" if value == float("inf") else (f"{value:.1f}{unit}" if unit else f"{value:.3f}")
+        table.add_row(label, shown, target)
+    Console().print(table)

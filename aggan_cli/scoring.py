@@ -1,0 +1,237 @@
+"""Scoring translations against ground truth: one function for the demo, training-time evaluation,
+``aggan evaluate`` and the tests.
+
+Given, for each test image, the input, the translated output and the attention mask, plus the
+ground-truth *twin* (the perfect translation) and/or the *true change region*, :func:`score` reports:
+
+* foreground PSNR: output vs twin inside the region, next to the "output = input" baseline;
+* background PSNR: output vs input outside the region (∞ when the background is left exactly alone);
+* image PSNR: output vs twin over the whole image (one number for "how close to perfect");
+* mask AUC (how well the mask ranks changed pixels above unchanged ones), mask IoU with the region at a
+  threshold of 0.5, and how binary the mask is: the fraction of mask values in (0.1, 0.9), inside and
+  outside the region;
+* exactness: the fraction of pixels with mask < 1/255 whose output is bit-identical to the input.
+
+Pixel statistics are pooled over all images (one PSNR over every background pixel of the set, one IoU
+of the pooled intersection over the pooled union), so small regions do not dominate. Images are 8-bit
+as a user saves them. Without a given region it is derived from the twin: every pixel whose colour
+differs from the input's by more than 8 levels in any channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+# What "crisp attention that stays on the object" means, as numbers (docs/training.md).
+TARGETS = {"background_psnr": 40.0, "mask_iou": 0.6, "mask_auc": 0.97, "foreground_gain": 6.0}
+REGION_THRESHOLD = 8  # levels of 255: a twin pixel this different from the input is "changed"
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann-Whitney U, ties averaged)."""
+    scores, labels = scores.ravel().astype(np.float64), labels.ravel().astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
+    ranks[order] = np.repeat(average, counts)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 pixel sets (any shape): 10 log10(255² / MSE); inf when identical, nan when empty."""
+    if a.size == 0:
+        return float("nan")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def json_number(value):
+    """JSON has no NaN or infinity: NaN (nothing to measure) becomes null, ±∞ the strings "inf"/"-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def change_region(source: np.ndarray, twin: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where the twin differs from the input by more than REGION_THRESHOLD in any channel."""
+    return np.abs(source.astype(np.int16) - twin.astype(np.int16)).max(axis=-1) > REGION_THRESHOLD
+
+
+@dataclass
+class Score:
+    count: int
+    foreground_psnr: float = float("nan")
+    identity_foreground_psnr: float = float("nan")
+    background_psnr: float = float("nan")
+    image_psnr: float = float("nan")
+    mask_auc: float = float("nan")
+    mask_iou: float = float("nan")
+    soft_inside: float = float("nan")    # fraction of mask values in (0.1, 0.9) inside the region
+    soft_outside: float = float("nan")
+    exact_fraction: float = float("nan")  # of pixels with mask < 1/255, the fraction equal to the input
+
+    @property
+    def foreground_gain(self) -> float:
+        return self.foreground_psnr - self.identity_foreground_psnr
+
+    def to_dict(self) -> dict[str, float]:
+        out = asdict(self)
+        out["foreground_gain"] = self.foreground_gain
+        return out
+
+    def passed(self) -> dict[str, bool]:
+        """Each TARGETS measure that could be computed: met or not."""
+        values = self.to_dict()
+        return {k: values[k] >= v for k, v in TARGETS.items() if not math.isnan(values[k])}
+
+    def quality(self) -> float:
+        """One number to pick the best save by (higher is better): the image PSNR against the twins when
+        there are twins (it rewards a right edit *and* an untouched background), else the mask IoU."""
+        return self.image_psnr if not math.isnan(self.image_psnr) else self.mask_iou
+
+
+def score(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None, *,
+          twins: Sequence[np.ndarray] | None = None, regions: Sequence[np.ndarray] | None = None) -> Score:
+    """Score translations. ``sources``, ``outputs``, ``twins``: (H, W, 3) uint8 each; ``masks``: (H, W)
+    float in [0, 1]; ``regions``: (H, W) bool. Images may differ in size from one another."""
+    if twins is not None and regions is None:
+        regions = [change_region(s, t) for s, t in zip(sources, twins)]
+    result = Score(count=len(sources))
+    cat = np.concatenate
+    if masks is not None:
+        m = cat([np.asarray(x, np.float32).ravel() for x in masks])
+        untouched = m < 1 / 255
+        same = cat([(o == s).all(axis=-1).ravel() for o, s in zip(outputs, sources)])
+        result.exact_fraction = float(same[untouched].mean()) if untouched.any() else float("nan")
+    if regions is not None:
+        inside = cat([r.ravel() for r in regions])
+        out_px = cat([o.reshape(-1, 3) for o in outputs])
+        src_px = cat([s.reshape(-1, 3) for s in sources])
+        result.background_psnr = psnr(out_px[~inside], src_px[~inside])
+        if twins is not None:
+            twin_px = cat([t.reshape(-1, 3) for t in twins])
+            result.foreground_psnr = psnr(out_px[inside], twin_px[inside])
+            result.identity_foreground_psnr = psnr(src_px[inside], twin_px[inside])
+            result.image_psnr = psnr(out_px, twin_px)
+        if masks is not None:
+            result.mask_auc = roc_auc(m, inside)
+            hard = m > 0.5
+            union = int((hard | inside).sum())
+            result.mask_iou = float((hard & inside).sum() / union) if union else float("nan")
+            soft = (m > 0.1) & (m < 0.9)
+            result.soft_inside = float(soft[inside].mean()) if inside.any() else float("nan")
+            result.soft_outside = float(soft[~inside].mean()) if (~inside).any() else float("nan")
+    return result
+
+
+def find_partner(folder, name, what: str):
+    """The image in ``folder`` named like ``name`` (a relative path without suffix), any image suffix."""
+    from .data import IMAGE_EXTENSIONS
+    from .errors import DataError
+
+    for suffix in (*IMAGE_EXTENSIONS, *(s.upper() for s in IMAGE_EXTENSIONS)):
+        candidate = folder / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"no {what} for input {name} in {folder} (looked for {name}.png, .jpg, ...); "
+                    f"name each {what} like its input")
+
+
+def _check_size(what: str, path, size: tuple[int, int], expected: tuple[int, int], source) -> None:
+    from .errors import DataError
+
+    if tuple(size) != tuple(expected):
+        raise DataError(f"{what} {path} is {size[0]}×{size[1]} but its input {source} is {expected[0]}×{expected[1]}; "
+                        "they must be the same size")
+
+
+class Evaluator:
+    """Held-out images with ground truth, loaded once and scored as often as needed: inputs (PIL RGB),
+    their twins and/or true change regions. A built-in task's test split (:meth:`from_task`), a folder
+    laid out as ``inputs/`` + ``twins/`` and/or ``masks/`` (:meth:`from_folder`), or any lists."""
+
+    def __init__(self, sources: list, *, twins: list | None = None, regions: list[np.ndarray] | None = None,
+                 names: list[str] | None = None) -> None:
+        self.sources = sources
+        self.twins = [np.asarray(t) for t in twins] if twins else None
+        self.regions = regions or None
+        self.names = names or [f"{i:03d}" for i in range(len(sources))]
+
+    @classmethod
+    def from_files(cls, files, *, twins_dir=None, masks_dir=None) -> "Evaluator":
+        """``files``: ``(input path, name)`` pairs, the name being the input's path relative to what was given,
+        without suffix (as translate_cli.collect_inputs gives them); each input's twin is ``twins_dir/name.*``
+        and its mask ``masks_dir/name.*``. Everything is read and size-checked here, before any model loads."""
+        from .data import load_image
+
+        sources, twins, regions, names = [], [], [], []
+        for path, name in files:
+            twin_path = find_partner(twins_dir, name, "twin") if twins_dir is not None else None
+            mask_path = find_partner(masks_dir, name, "mask") if masks_dir is not None else None
+            source = load_image(path).rgb
+            sources.append(source)
+            names.append(str(name))
+            if twin_path is not None:
+                twin = load_image(twin_path).rgb
+                _check_size("twin", twin_path, twin.size, source.size, path)
+                twins.append(twin)
+            if mask_path is not None:
+                mask = load_image(mask_path).rgb.convert("L")
+                _check_size("mask", mask_path, mask.size, source.size, path)
+                regions.append(np.asarray(mask) > 127)  # white = changed
+        return cls(sources, twins=twins or None, regions=regions or None, names=names)
+
+    @classmethod
+    def from_folder(cls, folder) -> "Evaluator":
+        """A folder laid out as ``inputs/`` (searched recursively) with ``twins/`` and/or ``masks/`` beside it."""
+        from pathlib import Path, PurePosixPath
+
+        from .data import find_images
+        from .errors import DataError
+
+        folder = Path(folder)
+        inputs, twins, masks = folder / "inputs", folder / "twins", folder / "masks"
+        if not inputs.is_dir() or not (twins.is_dir() or masks.is_dir()):
+            raise DataError(f"{folder} must hold an inputs/ folder and a twins/ and/or masks/ folder beside it, "
+                            "with images named alike (docs/evaluate.md)")
+        files = [(p, PurePosixPath(p.relative_to(inputs).with_suffix("").as_posix())) for p in find_images(inputs)]
+        if not files:
+            raise DataError(f"{inputs} has no images")
+        return cls.from_files(files, twins_dir=twins if twins.is_dir() else None,
+                              masks_dir=masks if masks.is_dir() else None)
+
+    @classmethod
+    def from_task(cls, task, *, seed: int, size: int, count: int = 64) -> "Evaluator":
+        from .tasks import get_task
+
+        task = get_task(task) if isinstance(task, str) else task
+        cases = [task.test_case(seed, i, size) for i in range(count)]
+        return cls([c.source for c in cases], twins=[c.twin for c in cases], regions=[c.region for c in cases])
+
+    def run(self, translator, direction: str = "a2b") -> tuple[Score, list]:
+        """Translate every input with ``translator`` (an :class:`~aggan_cli.inference.Translator`, so exactly
+        what ``aggan translate`` writes) and score; returns the score and the translations, in input order."""
+        translations = [translator.translate(source, direction=direction) for source in self.sources]
+        result = score([np.asarray(t.original) for t in translations],
+                       [np.asarray(t.image.convert("RGB")) for t in translations],
+                       [t.mask for t in translations], twins=self.twins, regions=self.regions)
+        return result, translations
+
+    def __call__(self, g_ab, *, image_size: int, device="cpu") -> tuple[Score, list]:
+        """Score generator ``g_ab`` (left in the training mode it had) as a translator at ``image_size``."""
+        from .inference import Translator
+
+        was_training = g_ab.training
+        try:
+            return self.run(Translator(g_ab, g_ab, image_size=image_size, device=device))
+        finally:
+            g_ab.train(was_training)

@@ -1,0 +1,155 @@
+"""The scorer on hand-made cases whose every number is known, and the built-in tasks' ground truth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from aggan_cli.errors import ConfigError
+from aggan_cli.scoring import TARGETS, Evaluator, change_region, psnr, roc_auc, score
+from aggan_cli.tasks import TASKS, get_task
+
+
+def _scene(seed: int = 0, size: int = 32):
+    """An input, a twin that brightens a 10×10 square by 40 levels, and that square as the region."""
+    rng = np.random.default_rng(seed)
+    source = rng.integers(50, 200, size=(size, size, 3), dtype=np.uint8)
+    region = np.zeros((size, size), bool)
+    region[8:18, 8:18] = True
+    twin = source.copy()
+    twin[region] += 40
+    return source, twin, region
+
+
+def test_a_perfect_translation_scores_infinity_and_one():
+    source, twin, region = _scene()
+    result = score([source], [twin.copy()], [region.astype(np.float32)], twins=[twin], regions=[region])
+    assert result.foreground_psnr == math.inf and result.background_psnr == math.inf and result.image_psnr == math.inf
+    assert result.mask_auc == 1.0 and result.mask_iou == 1.0
+    assert result.soft_inside == 0.0 and result.soft_outside == 0.0
+    assert result.exact_fraction == 1.0
+    assert all(result.passed().values()) and set(result.passed()) == set(TARGETS)
+
+
+def test_output_equal_to_input_scores_the_identity_baseline():
+    source, twin, region = _scene()
+    result = score([source], [source.copy()], [np.zeros(region.shape, np.float32)], twins=[twin], regions=[region])
+    assert result.background_psnr == math.inf
+    assert result.foreground_psnr == pytest.approx(10 * math.log10(255**2 / 40**2))  # every region pixel is 40 off
+    assert result.foreground_gain == 0.0
+    assert result.mask_auc == 0.5          # a constant mask ranks nothing
+    assert result.mask_iou == 0.0
+    assert result.exact_fraction == 1.0
+    assert result.passed()["foreground_gain"] is False
+
+
+def test_known_background_error_and_soft_masks():
+    source, twin, region = _scene()
+    output = twin.copy()
+    output[~region] += 1                   # every background pixel one level off: MSE 1
+    mask = np.where(region, 0.7, 0.3).astype(np.float32)  # right ranking, all soft
+    result = score([source], [output], [mask], twins=[twin], regions=[region])
+    assert result.background_psnr == pytest.approx(20 * math.log10(255))
+    assert result.mask_auc == 1.0 and result.mask_iou == 1.0
+    assert result.soft_inside == 1.0 and result.soft_outside == 1.0
+    assert math.isnan(result.exact_fraction)  # no pixel has mask < 1/255
+
+
+def test_a_changed_pixel_under_a_zero_mask_is_caught():
+    source, twin, region = _scene()
+    output = source.copy()
+    output[0, 0] ^= 1
+    result = score([source], [output], [np.zeros(region.shape, np.float32)], regions=[region])
+    assert result.exact_fraction == pytest.approx(1 - 1 / (32 * 32))
+
+
+def test_the_region_comes_from_the_twin_when_not_given():
+    source, twin, region = _scene()
+    assert (change_region(source, twin) == region).all()
+    given = score([source], [source], [region.astype(np.float32)], twins=[twin], regions=[region])
+    derived = score([source], [source], [region.astype(np.float32)], twins=[twin])
+    assert given == derived
+
+
+def test_statistics_are_pooled_over_images_of_different_sizes():
+    a, ta, ra = _scene(0, 32)
+    b, tb, rb = _scene(1, 48)
+    result = score([a, b], [ta, b], twins=[ta, tb], regions=[ra, rb])
+    # one perfect, one unchanged: the pooled foreground error is the unchanged image's over all region pixels
+    expected = psnr(np.concatenate([ta[ra], b[rb]]), np.concatenate([ta[ra], tb[rb]]))
+    assert result.foreground_psnr == pytest.approx(expected)
+    assert math.isnan(result.mask_auc)     # no masks given: no mask figures
+
+
+def test_roc_auc_matches_a_brute_force_count():
+    rng = np.random.default_rng(3)
+    scores_ = rng.integers(0, 5, 200).astype(float)  # many ties
+    labels = rng.random(200) < 0.3
+    pos, neg = scores_[labels], scores_[~labels]
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert roc_auc(scores_, labels) == pytest.approx(brute)
+
+
+@pytest.mark.parametrize("name", [n for n in TASKS if not n.endswith("-photo")])
+@pytest.mark.parametrize("size", [32, 64, 100])
+def test_built_in_tasks_have_exact_ground_truth(name, size):
+    task = get_task(name)
+    case = task.test_case(7, 3, size)
+    source, twin = np.asarray(case.source), np.asarray(case.twin)
+    assert source.shape == twin.shape == (size, size, 3) and case.region.shape == (size, size)
+    assert 0.01 < case.region.mean() < 0.5, "the change is a part of the picture, not nothing or everything"
+    outside = np.abs(source[~case.region].astype(int) - twin[~case.region].astype(int)).max()
+    # objects are composited over the same background: identical outside; the faces' region is every pixel
+    # that changes by more than 8 levels (their downsampling rings faintly around the mouth)
+    assert outside == 0 if name != "faces" else outside <= 8
+    changed = (source[case.region] != twin[case.region]).any(axis=-1).mean()
+    assert changed > (0.15 if name == "shape" else 0.5)  # a shape's region is the union of both shapes
+    again = task.test_case(7, 3, size)
+    assert (np.asarray(again.source) == source).all(), "a pure function of (seed, index, size)"
+    assert not (np.asarray(task.test_case(8, 3, size).source) == source).all()
+
+
+@pytest.mark.parametrize("name", ["recolour", "texture", "shape"])
+def test_training_domains_are_unpaired_and_differ_as_named(name):
+    task = get_task(name)
+    a = [np.asarray(task.train_image(0, "a", i, 32)) for i in range(3)]
+    b = [np.asarray(task.train_image(0, "b", i, 32)) for i in range(3)]
+    test = np.asarray(task.test_case(0, 0, 32).source)
+    assert not any((x == y).all() for x in a for y in b)
+    assert not any((x == test).all() for x in a)
+
+
+def test_photo_tasks_need_scikit_image_or_render():
+    task = get_task("shape-photo")
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="scikit-image"):
+            task.test_case(0, 0, 32)
+    else:
+        case = task.test_case(0, 0, 48)
+        assert np.asarray(case.source).shape == (48, 48, 3) and case.region.any()
+
+
+def test_unknown_task_names_the_choices():
+    with pytest.raises(ConfigError, match="recolour"):
+        get_task("recolor-typo")
+
+
+def test_evaluator_scores_a_generator_that_changes_nothing(seeded):
+    """A generator whose mask is 0 everywhere leaves every pixel as it was: the identity's known numbers."""
+    import torch
+
+    from aggan_cli.networks import AttentionGenerator
+
+    g = AttentionGenerator(ngf=4, n_blocks=0)
+    with torch.no_grad():
+        g.net[-1].weight[0].zero_()
+        g.net[-1].bias[0].fill_(-30.0)     # sigmoid(-30) ≈ 1e-13: nothing attended
+    evaluator = Evaluator.from_task("recolour", seed=0, size=32, count=4)
+    result, translations = evaluator(g, image_size=32)
+    assert len(translations) == 4 and g.training, "the generator is handed back in its training mode"
+    assert result.background_psnr == math.inf and result.exact_fraction == 1.0
+    assert result.foreground_gain == 0.0 and result.mask_iou == 0.0
