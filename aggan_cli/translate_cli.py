@@ -185,13 +185,14 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
     from rich.markup import escape
 
     from .device import describe_device
-    from .inference import Translator, _check_threshold, parse_size
+    from .imaging import check_threshold, parse_size
+    from .inference import Translator
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if threshold is not None:
-        _check_threshold(threshold)
+        check_threshold(threshold)
     parse_size(size)
     out_dir = out if out is not None else Path("masks" if masks else "translated")
     if out_dir.exists() and not out_dir.is_dir():
