@@ -52,6 +52,11 @@ class Direction(str, Enum):
     b2a = "b2a"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -238,6 +243,7 @@ def translate(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -249,6 +255,7 @@ def translate(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
+            backend=backend.value,
         )
     raise typer.Exit(code)
 
@@ -274,6 +281,7 @@ def export_masks(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -287,8 +295,39 @@ def export_masks(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
             overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
+            backend=backend.value,
         )
     raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+class ExportDirection(str, Enum):
+    both = "both"
+    a2b = "a2b"
+    b2a = "b2a"
+
+
+@app.command()
+def export(
+    ckpt: Annotated[str, typer.Argument(metavar="RUN_OR_NAME", help=_CKPT_HELP, show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN/onnx/ for a run; CACHE/onnx/NAME-SHA12/ for a bundled or downloaded checkpoint, CACHE being AGGAN_HOME or the user cache folder].", show_default=False)] = None,
+    direction: Annotated[ExportDirection, typer.Option(help="Export both generators, or only a2b (g_ab.onnx) or b2a (g_ba.onnx).")] = ExportDirection.both,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
+) -> None:
+    """Export a checkpoint's generators to ONNX, for onnxruntime and other runtimes (needs aggan[onnx]).
+
+    Each file maps an RGB image in [-1, 1] of any batch, height and width (multiples of 4, at least 8)
+    to the attention mask and the content; the blend stays outside, as in translate. Prints each
+    written path. Then: aggan translate PHOTO --ckpt RUN_OR_NAME --backend onnxruntime.
+    See docs/deploy.md.
+    """
+    with user_errors():
+        from .export_cli import run_export_command
+
+        run_export_command(ckpt, out=out, direction=direction.value, offline=offline)
 
 
 # ---------------------------------------------------------------------------------------------

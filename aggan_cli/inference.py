@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .device import autocast, precision_name, resolve_device, resolve_precision
+from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .errors import ConfigError, DeviceError
 from .imaging import Prepared, Translation, TranslatorBase, check_direction, pad_mode, padded_size, parse_size
 
@@ -88,11 +88,23 @@ class Translator(TranslatorBase):
     @classmethod
     def load(cls, ckpt: str | os.PathLike, *, direction: str = "a2b", size: str | int = "auto", device: str = "auto",
              precision: str = "auto", runs_dir: str | os.PathLike | None = None,
-             cache_dir: str | os.PathLike | None = None, offline: bool = False) -> "Translator":
+             cache_dir: str | os.PathLike | None = None, offline: bool = False,
+             backend: str = "torch") -> "TranslatorBase":
         """Load a checkpoint once. ``ckpt`` follows ``--ckpt``'s rules: a path, a run name under the runs
-        dir, a cached or bundled name, or a Hugging Face Hub ``ORG/REPO``."""
+        dir, a cached or bundled name, or a Hugging Face Hub ``ORG/REPO``.
+
+        ``backend="onnxruntime"`` returns an :class:`~aggan_cli.onnx_backend.OnnxTranslator` for the files
+        ``aggan export`` wrote (same results; see docs/deploy.md)."""
         from .checkpoint import load_generators
         from .weights import resolve_checkpoint
+
+        if backend == "onnxruntime":
+            from .onnx_backend import OnnxTranslator
+
+            return OnnxTranslator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                       runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
+        if backend != "torch":
+            raise ConfigError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
 
         check_direction(direction)
         size = parse_size(size)
@@ -106,6 +118,9 @@ class Translator(TranslatorBase):
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
+
+    def describe_device(self) -> str:
+        return describe_device(self.device)
 
     @torch.inference_mode()
     def _run(self, items: list[Prepared], direction: str) -> list[Translation]:
