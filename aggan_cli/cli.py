@@ -187,6 +187,7 @@ class BenchOnly(str, Enum):
     both = "both"
     train = "train"
     inference = "inference"
+    startup = "startup"
 
 
 @app.command()
@@ -204,9 +205,12 @@ def bench(
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Force a memory layout \\[default: what train and translate use on this device].", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported, with min and max.")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first (compilation, allocator, cuDNN autotuning).")] = 2,
-    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference.")] = BenchOnly.both,
+    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference; or startup: process start to the written file of `aggan translate` on one photo.")] = BenchOnly.both,
     seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
+    backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan[onnx]).")] = Backend.torch,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads for torch and onnxruntime \\[default: each runtime's own, one per physical core].", show_default=False)] = None,
+    photo_size: Annotated[int, typer.Option(help="--only startup: the photo's long side in pixels (4:3).")] = 1024,
 ) -> None:
     """Time training steps and generator inference on random data, and compare with this device's ceiling.
 
@@ -214,6 +218,8 @@ def bench(
     calibration convolution in the same precision and memory layout. See docs/performance.md.
 
       aggan bench --size 64 --ngf 64 --n-blocks 6 --json
+
+      aggan bench --only inference --backend onnxruntime --device cpu --threads 1
     """
     with user_errors():
         from .bench_cli import run_bench_command
@@ -221,7 +227,8 @@ def bench(
         run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
                           discriminator=discriminator.value, batch_size=batch_size, device=device,
                           precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
-                          warmup=warmup, only=only.value, seed=seed, as_json=json_)
+                          warmup=warmup, only=only.value, seed=seed, as_json=json_, backend=backend.value,
+                          threads=threads, photo_size=photo_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +236,8 @@ def bench(
 
 _CKPT_HELP = ("Checkpoint: a run folder or model.safetensors, a run name under the runs dir, a cached or bundled "
               "name (see download-weights --list), or a Hugging Face Hub ORG/REPO.")
+_BACKEND_HELP = ("torch, or onnxruntime: the files of `aggan export CKPT` (or an export folder or .onnx file as "
+                 "--ckpt), without PyTorch. See docs/deploy.md.")
 
 
 @app.command()

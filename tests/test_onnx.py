@@ -317,3 +317,32 @@ def test_the_blocker_does_block_torch(tmp_path):
     done = run_without_torch("import torch", tmp_path)
     assert done.returncode != 0 and "torch is blocked" in done.stderr
 
+
+# ---------------------------------------------------------------------------------------------
+# aggan bench --backend onnxruntime, --only startup (that they run and report; no timing is asserted)
+
+BENCH_TINY = ["bench", "--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--device", "cpu",
+              "--repeats", "1", "--warmup", "0", "--json"]
+
+
+def test_bench_times_the_exported_network_on_onnxruntime():
+    from test_bench import conv_flops_per_image
+
+    from aggan_cli.networks import AttentionGenerator
+
+    result = aggan(*BENCH_TINY, "--backend", "onnxruntime", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["backend"] == "onnxruntime" and data["threads"] == 1 and data["train"] is None
+    inference = data["inference"]
+    assert inference["flops_per_image"] == conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1), 32)
+    assert 0 < inference["seconds"]["min"] <= inference["seconds"]["max"]
+    assert_one_line_error(aggan(*BENCH_TINY, "--backend", "onnxruntime", "--only", "train"), "inference only")
+
+
+def test_bench_startup_times_a_real_translate_process_to_its_file():
+    result = aggan(*BENCH_TINY, "--only", "startup", "--backend", "onnxruntime", "--photo-size", "64")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["startup"]["median"] > 0 and data["photo_size"] == 64
+    assert data["inference"] is None and data["train"] is None
