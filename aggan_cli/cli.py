@@ -208,7 +208,7 @@ def bench(
     only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference; or startup: process start to the written file of `aggan translate` on one photo.")] = BenchOnly.both,
     seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
-    backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan[onnx]).")] = Backend.torch,
+    backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan\\[onnx]).")] = Backend.torch,
     threads: Annotated[Optional[int], typer.Option(help="Intra-op threads for torch and onnxruntime \\[default: each runtime's own, one per physical core].", show_default=False)] = None,
     photo_size: Annotated[int, typer.Option(help="--only startup: the photo's long side in pixels (4:3).")] = 1024,
 ) -> None:
@@ -326,7 +326,7 @@ def export(
     direction: Annotated[ExportDirection, typer.Option(help="Export both generators, or only a2b (g_ab.onnx) or b2a (g_ba.onnx).")] = ExportDirection.both,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
 ) -> None:
-    """Export a checkpoint's generators to ONNX, for onnxruntime and other runtimes (needs aggan[onnx]).
+    """Export a checkpoint's generators to ONNX, for onnxruntime and other runtimes (needs aggan\\[onnx]).
 
     Each file maps an RGB image in [-1, 1] of any batch, height and width (multiples of 4, at least 8)
     to the attention mask and the content; the blend stays outside, as in translate. Prints each
