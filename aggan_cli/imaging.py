@@ -5,11 +5,7 @@ Two backends run the generator: :class:`~aggan_cli.inference.Translator` (PyTorc
 :class:`~aggan_cli.onnx_backend.OnnxTranslator` (onnxruntime). Both inherit :class:`TranslatorBase`,
 so they decode, size, batch and name results the same way; they differ only in ``_run``. This module
 imports numpy and Pillow only, so that the onnxruntime backend works where torch is not installed.
-
-How one image of any size ``H × W`` is translated in the default mode (``size="auto"``)::
-
-    x (H, W) ──resize, short side → S──▶ (h, w) ──pad to ×4──▶ G ──crop──▶ mask, content (h, w)
-    ──bilinear up to (H, W)──▶ out = x + up(mask) · (up(content) − x)        (Eq. 1 at full resolution)
+The pipeline both follow is drawn in inference.py's docstring.
 """
 
 from __future__ import annotations

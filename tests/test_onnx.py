@@ -9,6 +9,7 @@ the input's pixels exactly. Exports take seconds each (torch.export), so each is
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,9 @@ from aggan_cli.cli import app
 from aggan_cli.errors import CheckpointError, ConfigError, DeviceError
 from aggan_cli.export import export_onnx
 from aggan_cli.weights import REGISTRY, sha256_of
+from hub_server import run_files
 from images import photo_array, write_checkpoint, write_mode, write_rgb
+from test_hub import hub  # noqa: F401 - the fixture: a local Hub server that HF_ENDPOINT points at
 from test_reliability import assert_one_line_error
 from test_train import make_domains
 
@@ -199,6 +202,20 @@ def test_export_writes_self_describing_files_with_dynamic_height_and_width(demo_
                         "content": ["batch", 3, "4*h", "4*w"]}
 
 
+def test_a_hub_checkpoint_exports_into_the_cache_and_translates_by_name(hub, tmp_path, monkeypatch):
+    run = write_checkpoint(tmp_path / "run")
+    hub.add_commit("org/tiny", run_files(run), ref="main")
+    result = aggan("export", "org/tiny", "--direction", "a2b")
+    assert result.exit_code == 0, result.output
+    folder = Path(os.environ["AGGAN_HOME"]) / "onnx" / f"org--tiny-{sha256_of(run / 'model.safetensors')[:12]}"
+    assert [Path(line) for line in result.stdout.splitlines()] == [folder / "g_ab.onnx"]
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the backend finds it without the network
+    photo = write_rgb(tmp_path / "p.png", (40, 32))
+    result = aggan("translate", photo, "--ckpt", "org/tiny", "--backend", "onnxruntime", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert str(folder / "g_ab.onnx") in result.stderr and (tmp_path / "out" / "p.png").is_file()
+
+
 def test_batch_of_images_at_any_multiple_of_4(demo_export):
     import onnxruntime as ort
 
@@ -278,8 +295,6 @@ sys.meta_path.insert(0, Blocked())
 def run_without_torch(code: str, cwd: Path, env: dict | None = None,
                       blocked: tuple[str, ...] = ("torch",)) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter in which importing any of ``blocked`` raises."""
-    import os
-
     script = BLOCKER.format(blocked=set(blocked)) + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
