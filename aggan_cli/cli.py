@@ -52,6 +52,11 @@ class Direction(str, Enum):
     b2a = "b2a"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -182,6 +187,7 @@ class BenchOnly(str, Enum):
     both = "both"
     train = "train"
     inference = "inference"
+    startup = "startup"
 
 
 @app.command()
@@ -199,9 +205,12 @@ def bench(
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Force a memory layout \\[default: what train and translate use on this device].", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported, with min and max.")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first (compilation, allocator, cuDNN autotuning).")] = 2,
-    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference.")] = BenchOnly.both,
+    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference; or startup: process start to the written file of `aggan translate` on one photo.")] = BenchOnly.both,
     seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
+    backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan\\[onnx]).")] = Backend.torch,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads for torch and onnxruntime \\[default: each runtime's own, one per physical core].", show_default=False)] = None,
+    photo_size: Annotated[int, typer.Option(help="--only startup: the photo's long side in pixels (4:3).")] = 1024,
 ) -> None:
     """Time training steps and generator inference on random data, and compare with this device's ceiling.
 
@@ -209,6 +218,8 @@ def bench(
     calibration convolution in the same precision and memory layout. See docs/performance.md.
 
       aggan bench --size 64 --ngf 64 --n-blocks 6 --json
+
+      aggan bench --only inference --backend onnxruntime --device cpu --threads 1
     """
     with user_errors():
         from .bench_cli import run_bench_command
@@ -216,7 +227,8 @@ def bench(
         run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
                           discriminator=discriminator.value, batch_size=batch_size, device=device,
                           precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
-                          warmup=warmup, only=only.value, seed=seed, as_json=json_)
+                          warmup=warmup, only=only.value, seed=seed, as_json=json_, backend=backend.value,
+                          threads=threads, photo_size=photo_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +236,8 @@ def bench(
 
 _CKPT_HELP = ("Checkpoint: a run folder or model.safetensors, a run name under the runs dir, a cached or bundled "
               "name (see download-weights --list), or a Hugging Face Hub ORG/REPO.")
+_BACKEND_HELP = ("torch, or onnxruntime: the files of `aggan export CKPT` (or an export folder or .onnx file as "
+                 "--ckpt), without PyTorch. See docs/deploy.md.")
 
 
 @app.command()
@@ -238,6 +252,7 @@ def translate(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -249,6 +264,7 @@ def translate(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
+            backend=backend.value,
         )
     raise typer.Exit(code)
 
@@ -274,6 +290,7 @@ def export_masks(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -287,8 +304,39 @@ def export_masks(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
             overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
+            backend=backend.value,
         )
     raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+class ExportDirection(str, Enum):
+    both = "both"
+    a2b = "a2b"
+    b2a = "b2a"
+
+
+@app.command()
+def export(
+    ckpt: Annotated[str, typer.Argument(metavar="RUN_OR_NAME", help=_CKPT_HELP, show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN/onnx/ for a run; CACHE/onnx/NAME-SHA12/ for a bundled or downloaded checkpoint, CACHE being AGGAN_HOME or the user cache folder].", show_default=False)] = None,
+    direction: Annotated[ExportDirection, typer.Option(help="Export both generators, or only a2b (g_ab.onnx) or b2a (g_ba.onnx).")] = ExportDirection.both,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
+) -> None:
+    """Export a checkpoint's generators to ONNX, for onnxruntime and other runtimes (needs aggan\\[onnx]).
+
+    Each file maps an RGB image in [-1, 1] of any batch, height and width (multiples of 4, at least 8)
+    to the attention mask and the content; the blend stays outside, as in translate. Prints each
+    written path. Then: aggan translate PHOTO --ckpt RUN_OR_NAME --backend onnxruntime.
+    See docs/deploy.md.
+    """
+    with user_errors():
+        from .export_cli import run_export_command
+
+        run_export_command(ckpt, out=out, direction=direction.value, offline=offline)
 
 
 # ---------------------------------------------------------------------------------------------

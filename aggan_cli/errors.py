@@ -33,3 +33,7 @@ class WeightsError(AgganError):
 
 class TrainingError(AgganError):
     """Training cannot start or cannot go on (a run that exists, a lock held, losses that diverge)."""
+
+
+class ExportError(AgganError):
+    """A checkpoint could not be exported (to ONNX), or the export could not be written."""

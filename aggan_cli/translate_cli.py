@@ -179,19 +179,25 @@ def _write_masks(result, out_dir: Path, stem: PurePosixPath, *, overlay: bool, c
 def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: Path | None, size: str,
                           batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
                           masks: bool, overlay: bool = True, content: bool = False,
-                          threshold: float | None = None, mask_format: str = "png") -> int:
-    """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input failed)."""
+                          threshold: float | None = None, mask_format: str = "png", backend: str = "torch") -> int:
+    """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input failed).
+
+    ``backend="onnxruntime"`` runs exported ONNX files and never imports torch (docs/deploy.md)."""
     from rich.console import Console
     from rich.markup import escape
 
-    from .device import describe_device
-    from .inference import Translator, _check_threshold, parse_size
+    from .imaging import check_threshold, parse_size
+
+    if backend == "onnxruntime":
+        from .onnx_backend import OnnxTranslator as Translator
+    else:
+        from .inference import Translator
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if threshold is not None:
-        _check_threshold(threshold)
+        check_threshold(threshold)
     parse_size(size)
     out_dir = out if out is not None else Path("masks" if masks else "translated")
     if out_dir.exists() and not out_dir.is_dir():
@@ -215,7 +221,7 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
     run = translator.checkpoint
     total = len(found.files)
     console.print(f"{'exporting masks' if masks else 'translating'}: [bold]{escape(translator.label())}[/] "
-                  f"with {escape(str(run.path))} (step {run.step}) on {describe_device(translator.device)}, "
+                  f"with {escape(str(run.path))} (step {run.step}) on {translator.describe_device()}, "
                   f"{translator.precision}, size {escape(translator.describe_size())}")
     console.print(f"{total} image{'s' * (total != 1)} → {escape(str(out_dir))}{os.sep}")
     out_dir.mkdir(parents=True, exist_ok=True)
