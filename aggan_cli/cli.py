@@ -232,6 +232,7 @@ def translate(
     ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./translated].", show_default=False)] = None,
+    suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>.png (inputs are never overwritten).")] = "",
     size: Annotated[str, typer.Option(help="Working size: 'auto' (the network at the checkpoint's training size, blended at full resolution), 'native' (the network at full resolution) or N (short side in pixels). See docs/translate.md.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images of equal working size per forward pass (GPU; the CPU runs one at a time).")] = 4,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -248,7 +249,7 @@ def translate(
 
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
-            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
+            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False, suffix=suffix,
         )
     raise typer.Exit(code)
 
@@ -264,6 +265,7 @@ def export_masks(
     ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./masks].", show_default=False)] = None,
+    suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>_mask.png.")] = "",
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write a heat-map overlay on the dimmed photo.")] = True,
     content: Annotated[bool, typer.Option("--content", help="Also write the content image R.")] = False,
     threshold: Annotated[Optional[float], typer.Option(help="Write a binary mask: 255 where attention > T (0 < T < 1).", show_default=False)] = None,
@@ -286,7 +288,7 @@ def export_masks(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
-            overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
+            overlay=overlay, content=content, threshold=threshold, mask_format=format.value, suffix=suffix,
         )
     raise typer.Exit(code)
 

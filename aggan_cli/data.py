@@ -8,10 +8,13 @@ that cannot be decoded raises :class:`DataError` naming it.
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 import numpy as np
 
@@ -26,16 +29,87 @@ def is_image_file(path: str | Path) -> bool:
 
 def find_images(folder: str | Path) -> list[Path]:
     """All image files under ``folder`` (recursive, case-insensitive extensions), in a stable order.
-    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are skipped."""
+    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are skipped, and so are links to
+    folders inside the tree (a link back to a parent would make the walk endless); links to files count."""
     folder = Path(folder)
-    found = []
-    for path in folder.rglob("*"):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.is_file() and is_image_file(path):
-            found.append(path)
+    found = [path for path in _files_below(folder) if is_image_file(path)]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _files_below(folder: Path) -> Iterator[Path]:
+    """Regular files (or links to them) under ``folder``, hidden ones left out, folder links not entered."""
+    for parent, _ in _folders_below(folder):
+        for entry in _entries(parent):
+            if not entry.name.startswith(".") and entry.is_file():  # is_file: FIFOs and devices are not images
+                yield Path(entry.path)
+
+
+def _folders_below(folder: Path) -> Iterator[tuple[Path, bool]]:
+    """``(folder, True)`` and every non-hidden folder below it, never entering a link to a folder.
+
+    The second item says whether the folder is ``folder`` itself. Unreadable folders are passed over."""
+    stack = [(folder, True)]
+    while stack:
+        current, top = stack.pop()
+        yield current, top
+        subfolders = [Path(e.path) for e in _entries(current)
+                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        stack += [(sub, False) for sub in reversed(subfolders)]
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError:  # unreadable, vanished, or not a folder after all
+        return []
+
+
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+def has_glob_magic(pattern: str) -> bool:
+    return _GLOB_MAGIC.search(pattern) is not None
+
+
+def expand_glob(pattern: str) -> list[Path]:
+    """``glob.glob(pattern, recursive=True)``, sorted, except that ``**`` never enters a link to a folder.
+
+    ``glob`` follows such links, so a link back to a parent (``ln -s . loop/s1``) makes ``loop/**``
+    endless. Here ``**`` matches zero or more real folders, hidden ones excluded; a ``*`` or a literal
+    name still goes through a link, which only ever goes one level deep. Names starting with ``.`` match
+    only a pattern part that starts with ``.``, as in ``glob``."""
+    parts = Path(pattern).parts
+    literal = next((i for i, part in enumerate(parts) if has_glob_magic(part)), len(parts))
+    found: list[Path] = []
+    _match(Path(*parts[:literal]), parts[literal:], found)
+    return sorted(set(found), key=str)
+
+
+def _match(base: Path, parts: tuple[str, ...], found: list[Path]) -> None:
+    """Append to ``found`` every path below ``base`` that matches the remaining pattern ``parts``."""
+    if not parts:
+        found.append(base)
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for folder, top in _folders_below(base):
+            if rest:
+                _match(folder, rest, found)
+            else:  # a final ``**`` matches every folder and file below, as in glob
+                if not top:
+                    found.append(folder)
+                found += [Path(e.path) for e in _entries(folder) if not e.name.startswith(".") and not e.is_dir()]
+    elif has_glob_magic(part):
+        for entry in _entries(base):
+            if entry.name.startswith(".") and not part.startswith("."):
+                continue
+            if fnmatch.fnmatch(entry.name, part) and (not rest or entry.is_dir()):
+                _match(Path(entry.path), rest, found)
+    else:
+        target = base / part
+        if (target.is_dir() if rest else os.path.lexists(target)):
+            _match(target, rest, found)
 
 
 @dataclass

@@ -133,6 +133,125 @@ def test_outputs_inside_the_input_folder_are_not_translated_again(ckpts, tmp_pat
     assert files_under(tmp_path / "photos" / "out") == {"0.png", "1.png"}
 
 
+def digests(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (links not followed) and the sha256 of its bytes."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def one_error_line(result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", ["dot in the folder", "glob into its folder", "out links to the folder",
+                                  "masks named like an input"])
+def test_an_output_over_an_input_is_refused_before_any_work(ckpts, tmp_path, monkeypatch, case):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "face.png", (30, 30))
+    write_rgb(photos / "other.png", (30, 30), seed=1)
+    write_rgb(photos / "hand.jpg", (30, 30), seed=2)
+    write_rgb(photos / "hand_mask.png", (30, 30), seed=3)  # the user's own file, not an aggan output
+    (tmp_path / "link").symlink_to(photos, target_is_directory=True)
+    monkeypatch.chdir(photos)
+    before = digests(tmp_path)
+    command, args = {
+        "dot in the folder": ("translate", ["face.png", "--out", "."]),
+        "glob into its folder": ("translate", [str(photos / "*.png"), "--out", str(photos)]),
+        "out links to the folder": ("translate", [str(photos / "face.png"), "--out", str(tmp_path / "link")]),
+        "masks named like an input": ("export-masks", ["hand.jpg", "hand_mask.png", "--out", "."]),
+    }[case]
+
+    result = aggan(command, *args, "--ckpt", ckpts["random"])
+
+    line = one_error_line(result)
+    assert "would be written over the input" in line and "--out" in line and "--suffix" in line
+    victim = "hand_mask.png" if command == "export-masks" else "face.png"
+    assert line.count(victim) == 2  # names the output and the input
+    assert result.stdout == "" and "translating" not in result.stderr  # refused before loading the model
+    assert digests(tmp_path) == before
+
+
+def test_suffix_writes_next_to_the_inputs_and_a_second_run_leaves_its_outputs_out(ckpts, tmp_path):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "face.png", (30, 30))
+    write_rgb(photos / "sub" / "hand.jpg", (30, 30), seed=1)
+    originals = digests(photos)
+    for run in range(2):
+        result = aggan("translate", photos, "--out", photos, "--suffix", "_smile", "--ckpt", ckpts["random"])
+        assert result.exit_code == 0, result.output
+        assert sorted(written(result)) == [photos / "face_smile.png", photos / "sub" / "hand_smile.png"]
+        assert ("left out 2 earlier output(s)" in result.stderr) == (run == 1)
+    assert files_under(photos) == {"face.png", "sub/hand.jpg", "face_smile.png", "sub/hand_smile.png"}
+    assert {k: v for k, v in digests(photos).items() if k in originals} == originals
+    result = aggan("translate", photos / "face.png", "--out", photos, "--suffix", "a/b", "--ckpt", ckpts["random"])
+    assert "--suffix" in one_error_line(result)
+
+
+def test_out_equal_to_the_input_folder_or_its_parent_works_again_and_again(ckpts, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "a.jpg", (30, 30))
+    write_rgb(photos / "b.jpg", (30, 30), seed=1)
+    originals = digests(photos)
+    monkeypatch.chdir(tmp_path)
+    for out, expected in ((".", {"a.png", "b.png"}), ("photos", {"photos/a.png", "photos/b.png"})):
+        for _ in range(2):
+            result = aggan("translate", "photos", "--out", out, "--ckpt", ckpts["random"])
+            assert result.exit_code == 0, result.output
+            assert {p.as_posix() for p in written(result)} == expected
+    assert files_under(photos) == {"a.jpg", "b.jpg", "a.png", "b.png"}
+    assert {k: v for k, v in digests(photos).items() if k in originals} == originals
+
+
+def test_export_masks_run_twice_into_its_input_folder_never_reads_its_own_outputs(ckpts, tmp_path, monkeypatch):
+    em = tmp_path / "em"
+    write_rgb(em / "face.jpg", (30, 30))
+    monkeypatch.chdir(tmp_path)
+    first = aggan("export-masks", "em/*", "--out", "em", "--content", "--ckpt", ckpts["random"])
+    assert first.exit_code == 0, first.output
+    for _ in range(2):  # also without --content: face_content.png is still recognised as an output
+        again = aggan("export-masks", "em/*", "--out", "em", "--ckpt", ckpts["random"])
+        assert again.exit_code == 0, again.output
+        assert written(again) == [Path("em/face_mask.png"), Path("em/face_overlay.png")]
+    assert files_under(em) == {"face.jpg", "face_mask.png", "face_overlay.png", "face_content.png"}
+
+
+@pytest.mark.parametrize("command", ["translate", "export-masks"])
+@pytest.mark.parametrize("where", ["a file in the way", "a virtual file system"])
+def test_an_output_folder_that_cannot_be_created_is_one_line(ckpts, tmp_path, command, where):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    (tmp_path / "afile").write_text("in the way")
+    out = {"a file in the way": tmp_path / "afile" / "sub", "a virtual file system": Path("/proc/aggan-test/out")}[where]
+    before = digests(tmp_path)
+    result = aggan(command, photo, "--out", out, "--ckpt", ckpts["random"])
+    line = one_error_line(result)
+    assert "cannot create the output folder" in line and str(out) in line and "--out" in line
+    assert digests(tmp_path) == before and result.stdout == ""
+
+
+def test_a_glob_or_folder_through_a_link_loop_ends(ckpts, tmp_path):
+    loop = tmp_path / "loop"
+    write_rgb(loop / "a.png", (30, 30))
+    write_rgb(loop / "deeper" / "b.png", (30, 30), seed=1)
+    (loop / "s1").symlink_to(".", target_is_directory=True)   # back to itself, twice:
+    (loop / "deeper" / "s2").symlink_to("..", target_is_directory=True)  # glob's ** never ends here
+    for command, pattern in (("translate", str(loop / "**" / "*.png")), ("export-masks", str(loop))):
+        # a real process with a generous limit: a walk that follows the links never returns at all
+        proc = subprocess.run([sys.executable, "-m", "aggan_cli", command, pattern, "--ckpt", ckpts["random"],
+                               "--out", str(tmp_path / command)], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+        expected = ["a.png", "b.png"] if command == "translate" else ["a_mask.png", "a_overlay.png", "b_mask.png",
+                                                                      "b_overlay.png"]
+        assert sorted(Path(p).name for p in proc.stdout.splitlines()) == expected
+    from aggan_cli.data import open_domain
+
+    assert sorted(p.name for p in open_domain(loop, "domain A", minimum=1).paths) == ["a.png", "b.png"]
+
+
 def test_equal_stems_never_overwrite_each_other(ckpts, tmp_path):
     a = write_rgb(tmp_path / "a.jpg", (30, 30), seed=1)
     b = write_rgb(tmp_path / "a.png", (30, 30), seed=2)
