@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -64,10 +63,13 @@ _COMMITTED = re.compile(r"^\.ckpt-(\d+)$")  # .ckpt-<step>; .ckpt-<step>.tmp-* a
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = "wb") -> None:
-    """Write ``path`` via ``write(file_object)`` so that readers see the old file or the new, never a torn one."""
+    """Write ``path`` via ``write(file_object)`` so that readers see the old file or the new, never a torn one.
+
+    The file gets the permissions a plain ``open(path, "w")`` gives under the user's umask (``mkstemp``'s
+    temporary files are owner-only, and a rename keeps that: a model card nobody else could read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_fresh(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -81,6 +83,27 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = 
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def _create_fresh(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """Create a new file with a random name in ``folder``, mode 0666 less the umask, as ``open`` does."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
+
+
+def _make_fresh_folder(folder: Path, prefix: str) -> Path:
+    """Create a new folder with a random name in ``folder``, mode 0777 less the umask, as ``mkdir`` does."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -318,7 +341,7 @@ def _commit(run_dir: Path, step: int, files: Mapping[str, Callable[[], bytes]]) 
         # files into place first, so that a consistent set exists at every moment
         _publish(run_dir, target)
         _discard(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{GENERATION_PREFIX}{step}.tmp-", dir=run_dir))
+    tmp = _make_fresh_folder(run_dir, f"{GENERATION_PREFIX}{step}.tmp-")
     try:
         for name, serialise in files.items():
             write_durably(tmp / name, serialise())

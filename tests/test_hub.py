@@ -288,3 +288,16 @@ def test_download_weights_command_end_to_end(published, hub, tmp_path):
     assert failed.returncode == 1 and failed.stdout == ""
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: org/does-not-exist is neither a local path"), failed.stderr
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=lambda m: f"umask {m:03o}")
+def test_the_cache_follows_the_umask(published, hub, mask):
+    from test_permissions import umask, wrong_modes
+
+    with umask(mask):
+        weights.download(REPO)
+    cache = weights.hub_cache_dir()  # AGGAN_HOME itself was made by the test
+    assert list(cache.rglob("model.safetensors"))
+    # huggingface_hub's own lock files are 0664 on purpose, whatever the umask: a cache shared by a
+    # group of users must let each of them take the locks. They are empty; everything else follows it.
+    assert {k: v for k, v in wrong_modes(cache, mask).items() if not k.startswith(".locks/")} == {}

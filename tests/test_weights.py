@@ -218,7 +218,10 @@ def test_model_card_front_matter_is_hub_metadata(tmp_path):
 
 
 def test_model_card_tells_how_to_use_and_reproduce(tmp_path):
-    run, path = _card(tmp_path, sample_image=str(tmp_path / "run" / "samples" / "step 1200.png"))
+    sample = tmp_path / "run" / "samples" / "step 1200.png"
+    sample.parent.mkdir(parents=True)
+    sample.write_bytes(b"a picture")
+    run, path = _card(tmp_path, sample_image=str(sample))
     text = path.read_text()
     assert "aggan translate photo.jpg --ckpt ORG/REPO" in text
     assert "aggan train ./neutral ./smile --size 32" in text
