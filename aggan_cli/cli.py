@@ -239,6 +239,7 @@ def translate(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -250,6 +251,7 @@ def translate(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False, suffix=suffix,
+            print0=print0,
         )
     raise typer.Exit(code)
 
@@ -276,6 +278,7 @@ def export_masks(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -289,6 +292,7 @@ def export_masks(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
             overlay=overlay, content=content, threshold=threshold, mask_format=format.value, suffix=suffix,
+            print0=print0,
         )
     raise typer.Exit(code)
 

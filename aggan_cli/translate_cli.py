@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -269,11 +271,12 @@ def _save_npy(mask: Any, path: Path) -> Path:
     return _save(path, write)
 
 
-def write_outputs(result, stem: PurePosixPath, outputs: Outputs, *, threshold: float | None) -> list[Path]:
-    """Write every file ``outputs`` names for one translated image; returns their paths."""
+def write_outputs(result, stem: PurePosixPath, outputs: Outputs, *, threshold: float | None,
+                  written: list[Path]) -> None:
+    """Write every file ``outputs`` names for one translated image, appending each path to ``written``
+    as soon as it exists (so that a failure half way still reports the files before it)."""
     import numpy as np
 
-    written = []
     for ending in outputs.endings:
         target = output_path(outputs.out_dir, f"{stem}{outputs.suffix}{ending}")
         if ending == "_mask.npy":
@@ -283,7 +286,64 @@ def write_outputs(result, stem: PurePosixPath, outputs: Outputs, *, threshold: f
         image = {".png": lambda: result.image, "_mask.png": lambda: result.mask_image(threshold),
                  "_overlay.png": result.overlay, "_content.png": lambda: result.content}[ending]()
         written.append(_save_png(image, target, outputs.command))
-    return written
+
+
+class Writes:
+    """Outputs written on two threads while the device works; their paths go to stdout in input order.
+
+    Whatever stops the run (a write error, a full disk, Ctrl-C, SIGTERM), :meth:`close` still waits for
+    the writes under way, so no temporary file is left, and prints every file that exists."""
+
+    def __init__(self, echo: Callable[[list[Path]], None]) -> None:
+        self.echo = echo
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="aggan-write")
+        self.pending: deque[tuple[Future, list[Path]]] = deque()
+
+    def submit(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        written: list[Path] = []
+        self.pending.append((self.pool.submit(write, *args, written=written, **kwargs), written))
+
+    def report(self, *, keep: int = 0) -> None:
+        """Print the finished writes at the front; wait for the oldest while more than ``keep`` are pending
+        (so memory stays bounded). Raises the first write's error, after printing what it wrote."""
+        while self.pending and (len(self.pending) > keep or self.pending[0][0].done()):
+            future, written = self.pending.popleft()
+            error = future.exception()
+            self.echo(written)
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """Cancel the writes not started, finish the others, print every path written (errors are
+        dropped: this runs while another error, or the normal end, is already on its way)."""
+        for future, _ in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)
+        while self.pending:
+            _, written = self.pending.popleft()
+            self.echo(written)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the run stops the way Ctrl-C stops it."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_cleanly() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` instead of ending the process on the spot (which
+    left hidden temporary files and printed none of the files already written)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,13 +353,13 @@ def write_outputs(result, stem: PurePosixPath, outputs: Outputs, *, threshold: f
 def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: Path | None, size: str,
                           batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
                           masks: bool, overlay: bool = True, content: bool = False,
-                          threshold: float | None = None, mask_format: str = "png", suffix: str = "") -> int:
-    """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input failed)."""
+                          threshold: float | None = None, mask_format: str = "png", suffix: str = "",
+                          print0: bool = False) -> int:
+    """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input
+    failed, 143 after SIGTERM)."""
     from rich.console import Console
-    from rich.markup import escape
 
-    from .device import describe_device
-    from .inference import Translator, _check_threshold, parse_size
+    from .inference import _check_threshold, parse_size
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if batch_size < 1:
@@ -318,6 +378,20 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
         raise DataError(f"no images found in {listed}{left_out}: no file, folder or glob pattern matched an image "
                         f"({' '.join(IMAGE_EXTENSIONS)})")
     refuse_overwriting_inputs(found, outputs)
+    _warn_about_inputs(console, found)
+    try:
+        with sigterm_stops_cleanly(), output_folder(out_dir):
+            return _translate_all(console, found, outputs, ckpt=ckpt, direction=direction, size=size,
+                                  batch_size=batch_size, device=device, precision=precision, offline=offline,
+                                  quiet=quiet, threshold=threshold, echo=lambda paths: echo_paths(paths, print0=print0))
+    except Terminated:
+        console.print("[bold red]error:[/] terminated (SIGTERM); every file written is listed on stdout")
+        return 143
+
+
+def _warn_about_inputs(console, found: Inputs) -> None:
+    from rich.markup import escape
+
     for pattern in found.unmatched:
         console.print(f"[yellow]warning:[/] no images in {escape(repr(pattern))}")
     for path, name in found.renamed:
@@ -329,44 +403,50 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
     for pattern in found.missing:
         console.print(f"[yellow]skipped:[/] {escape(pattern)}: no such file, folder or pattern")
 
-    with output_folder(out_dir):
-        translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                     offline=offline)
-        run = translator.checkpoint
-        total = len(found.files)
-        console.print(f"{'exporting masks' if masks else 'translating'}: [bold]{escape(translator.label())}[/] "
-                      f"with {escape(str(run.path))} (step {run.step}) on {describe_device(translator.device)}, "
-                      f"{translator.precision}, size {escape(translator.describe_size())}")
-        console.print(f"{total} image{'s' * (total != 1)} → {escape(str(out_dir))}{os.sep}")
 
-        def write(result, stem):
-            return write_outputs(result, stem, outputs, threshold=threshold)
+def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direction: str, size: str,
+                   batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
+                   threshold: float | None, echo: Callable[[list[Path]], None]) -> int:
+    """Load the model, translate every input, write and report; the exit code."""
+    from rich.markup import escape
 
-        names = dict(found.files)
-        failed = len(found.missing)
-        done = 0
-        start = time.perf_counter()
-        with _progress(console, total, quiet) as advance, ThreadPoolExecutor(2, thread_name_prefix="aggan-write") as pool:
-            writing: deque[Future] = deque()
-            for path, result in translator.translate_many([p for p, _ in found.files], batch_size=batch_size):
+    from .device import describe_device
+    from .inference import Translator
+
+    translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                 offline=offline)
+    run, total, out_dir = translator.checkpoint, len(found.files), outputs.out_dir
+    console.print(f"{'exporting masks' if outputs.command == 'export-masks' else 'translating'}: "
+                  f"[bold]{escape(translator.label())}[/] with {escape(str(run.path))} (step {run.step}) on "
+                  f"{describe_device(translator.device)}, {translator.precision}, "
+                  f"size {escape(translator.describe_size())}")
+    console.print(f"{total} image{'s' * (total != 1)} → {escape(str(out_dir))}{os.sep}")
+    names = dict(found.files)
+    failed, done = len(found.missing), 0
+    start = time.perf_counter()
+    writes = Writes(echo)
+    results = translator.translate_many([p for p, _ in found.files], batch_size=batch_size)
+    try:
+        with _progress(console, total, quiet) as advance:
+            for path, result in results:
                 if isinstance(result, DataError):
                     console.print(f"[yellow]skipped:[/] {escape(str(result))}")
                     failed += 1
                 else:
-                    writing.append(pool.submit(write, result, names[path]))
+                    writes.submit(write_outputs, result, names[path], outputs, threshold=threshold)
                     done += 1
                 advance()
-                while writing and (len(writing) > 2 * batch_size or writing[0].done()):
-                    _echo_paths(writing.popleft().result())
-            while writing:
-                _echo_paths(writing.popleft().result())
+                writes.report(keep=2 * batch_size)
+            writes.report()
+    finally:
+        results.close()  # stops the decoding threads
+        writes.close()
     elapsed = time.perf_counter() - start
     rate = done / elapsed if elapsed > 0 else float("inf")
     console.print(f"done: {done} image{'s' * (done != 1)} in {elapsed:.1f} s ({rate:.2f} images/s) "
                   f"→ {escape(str(out_dir))}{os.sep}")
     if failed:
-        attempted = total + len(found.missing)
-        console.print(f"[bold red]error:[/] {failed} of {attempted} inputs failed (listed above)")
+        console.print(f"[bold red]error:[/] {failed} of {total + len(found.missing)} inputs failed (listed above)")
         return 1
     return 0
 
@@ -379,10 +459,33 @@ def _outputs(out_dir: Path, suffix: str, *, masks: bool, overlay: bool, content:
     return Outputs("export-masks", out_dir, suffix, endings, ("_mask.png", "_overlay.png", "_content.png"))
 
 
-def _echo_paths(paths: list[Path]) -> None:
-    for path in paths:
-        print(path, flush=False)
-    sys.stdout.flush()
+# Characters that end a line for str.splitlines() and most tools: escaped in the printed paths, so
+# that stdout stays exactly one path per line whatever the file names hold.
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def printable(path: str) -> str:
+    """``path`` with line breaks written as escapes (``\\n``): one path, one line."""
+    if not any(c in _LINE_BREAKS for c in path):
+        return path
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in _LINE_BREAKS else c for c in path)
+
+
+def echo_paths(paths: list[Path], *, print0: bool = False) -> None:
+    """Print written paths on stdout: one per line (line breaks in names escaped), or each followed by a
+    NUL byte with ``print0``, exactly as the file system has them (for ``xargs -0``)."""
+    if not paths:
+        return
+    names = [os.fsencode(str(p) if print0 else printable(str(p))) for p in paths]
+    data = b"".join(name + (b"\0" if print0 else b"\n") for name in names)
+    stream = sys.stdout
+    stream.flush()
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a stream without bytes underneath (rich's progress bar redirect)
+        stream.write(data.decode(errors="replace"))
+    else:
+        buffer.write(data)
+        buffer.flush()
 
 
 @contextlib.contextmanager

@@ -337,6 +337,82 @@ def test_an_unwritable_output_folder_is_one_clear_error(ckpts, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# stdout: every file written, one path per line, whatever stops the run
+
+
+def hidden_or_written(out: Path) -> tuple[set[str], set[str]]:
+    """(hidden leftovers, visible files) under ``out``, as paths relative to it."""
+    files = files_under(out) if out.exists() else set()
+    return {f for f in files if Path(f).name.startswith(".")}, {f for f in files if not Path(f).name.startswith(".")}
+
+
+@pytest.mark.parametrize("command", ["translate", "export-masks"])
+def test_a_write_error_half_way_still_prints_every_file_written(ckpts, tmp_path, command):
+    for name in ("a", "b", "c"):
+        write_rgb(tmp_path / "in" / f"{name}.jpg", (30, 30))
+    out = tmp_path / "out"
+    blocked = "b.png" if command == "translate" else "b_overlay.png"  # b_mask.png is written first
+    (out / blocked).mkdir(parents=True)  # a folder where a file should go: its rename fails
+
+    result = aggan(command, tmp_path / "in", "--ckpt", ckpts["random"], "--out", out)
+
+    line = one_error_line(result)
+    assert "cannot write" in line and blocked in line
+    hidden, visible = hidden_or_written(out)
+    assert hidden == set()
+    assert {p.relative_to(out).as_posix() for p in written(result)} == visible - {blocked}
+    assert ("a.png" if command == "translate" else "b_mask.png") in visible
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_still_print_every_file_written_and_leave_no_temporary_file(tmp_path, sig):
+    import signal
+
+    from processes import start, wait_for
+
+    ckpt = write_checkpoint(tmp_path / "ckpt", ngf=16, image_size=64)  # slow enough to stop half way
+    for i in range(300):
+        write_rgb(tmp_path / "in" / f"{i:03d}.png", (64, 64), seed=i)
+    out = tmp_path / "out"
+    process = start(["translate", tmp_path / "in", "--ckpt", ckpt, "--out", out, "--device", "cpu", "-q",
+                     "--batch-size", "1"], tmp_path)
+    printed = lambda: [Path(line) for line in process.log().splitlines() if line.startswith(str(out))]  # noqa: E731
+    wait_for(lambda: len(printed()) >= 3, process, timeout=600, what="three written paths")
+    process.signal(getattr(signal, sig))
+    code = process.wait(timeout=600)
+
+    assert code == {"SIGINT": 130, "SIGTERM": 143}[sig], process.log()
+    hidden, visible = hidden_or_written(out)
+    assert hidden == set(), hidden
+    assert 3 <= len(visible) < 300  # it did stop half way
+    assert sorted(p.relative_to(out).as_posix() for p in printed()) == sorted(visible)
+    assert "Traceback" not in process.log()
+
+
+def test_names_with_line_breaks_keep_one_path_per_line_or_use_print0(ckpts, tmp_path):
+    write_rgb(tmp_path / "in" / "two\nlines.png", (30, 30))
+    write_rgb(tmp_path / "in" / "plain.png", (30, 30))
+    out = tmp_path / "out"
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(out / "plain.png"), str(out / "two") + "\\nlines.png"]
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", out, "--print0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split("\0") == [str(out / "plain.png"), str(out / "two\nlines.png"), ""]
+
+
+def test_an_output_folder_made_by_a_run_where_every_input_failed_is_removed(ckpts, tmp_path):
+    broken = write_truncated_jpeg(tmp_path / "cut.jpg")
+    kept = tmp_path / "existing"
+    kept.mkdir()
+    for out in (tmp_path / "new" / "deeper", kept):
+        result = aggan("translate", broken, "--ckpt", ckpts["random"], "--out", out)
+        assert result.exit_code == 1 and "1 of 1 inputs failed" in result.stderr
+    assert not (tmp_path / "new").exists()  # both folders this run made, and nothing else
+    assert kept.is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
 # what comes out
 
 
