@@ -18,6 +18,11 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
                       repeats: int, warmup: int, only: str, seed: int, as_json: bool) -> None:
     from rich.console import Console
 
+    from .errors import ConfigError
+    from .inference import MAX_SIZE
+
+    if size > MAX_SIZE:  # checked before anything is allocated: --size 100000 would exhaust memory first
+        raise ConfigError(f"--size must be at most {MAX_SIZE} pixels, got {size}")
     model = ModelConfig(ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm, discriminator=discriminator, image_size=size)
     Console(stderr=True, highlight=False).print(
         f"[bold]aggan bench[/] {size} px, ngf {ngf}, {n_blocks} blocks, ndf {ndf}, batch {batch_size}: "

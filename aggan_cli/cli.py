@@ -229,7 +229,7 @@ _CKPT_HELP = ("Checkpoint: a run folder or model.safetensors, a run name under t
 @app.command()
 def translate(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
-    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    ckpt: Annotated[Optional[str], typer.Option(help=_CKPT_HELP + " \\[default: demo-smile, a bundled toy model of procedural faces]", show_default=False)] = None,
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./translated].", show_default=False)] = None,
     suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>.png (inputs are never overwritten).")] = "",
@@ -264,7 +264,7 @@ class MaskFormat(str, Enum):
 @app.command("export-masks")
 def export_masks(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
-    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    ckpt: Annotated[Optional[str], typer.Option(help=_CKPT_HELP + " \\[default: demo-smile, a bundled toy model of procedural faces]", show_default=False)] = None,
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./masks].", show_default=False)] = None,
     suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>_mask.png.")] = "",

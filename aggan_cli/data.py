@@ -12,9 +12,9 @@ import fnmatch
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -117,6 +117,7 @@ class LoadedImage:
     rgb: "object"            # PIL.Image.Image in mode RGB, orientation applied
     alpha: "object | None"   # PIL.Image.Image in mode L, or None when the file has no transparency
     path: Path
+    colour: dict[str, Any] = field(default_factory=dict)  # see colour_metadata: for the outputs to carry
 
 
 def load_image(path: str | Path) -> LoadedImage:
@@ -133,8 +134,9 @@ def load_image(path: str | Path) -> LoadedImage:
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated GIF/WebP/TIFF: the first frame
                 im.load()
+                colour = colour_metadata(im)
                 im = ImageOps.exif_transpose(im) or im
-                rgb, alpha = to_rgb(im)
+                rgb, alpha = to_rgb(im, str(path))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -143,10 +145,12 @@ def load_image(path: str | Path) -> LoadedImage:
         raise DataError(f"{path} is too large to decode safely ({exc}); resize it first") from None
     except UnidentifiedImageError:
         raise DataError(f"{path} is not an image file PIL can read (or it is empty)") from None
+    except MemoryError:
+        raise DataError(f"{path} is too large to decode with the memory available; resize it first") from None
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError) as exc:  # PIL's decoders raise all of these
         raise DataError(f"{path} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                         "the file is truncated or corrupt") from None
-    return LoadedImage(rgb, alpha, path)
+    return LoadedImage(rgb, alpha, path, colour)
 
 
 def _check_pixels(im, path: Path) -> None:
@@ -162,8 +166,23 @@ def _check_pixels(im, path: Path) -> None:
                         "limit: a decompression bomb, or a huge scan); resize it first")
 
 
-def to_rgb(im):
-    """Any PIL mode -> (RGB image, alpha image or None)."""
+def colour_metadata(im) -> dict[str, Any]:
+    """What the file says about its colours that still describes the RGB pixels :func:`to_rgb` makes:
+    an ICC profile for an RGB colour space (a CMYK or grey profile does not describe them; its colour
+    space is bytes 16-19 of the profile header), and PNG's sRGB intent, gamma and chromaticities.
+    Keys as PIL names them in ``Image.info``, so an output image can carry them as they are."""
+    kept = {}
+    profile = im.info.get("icc_profile")
+    if isinstance(profile, bytes) and profile[16:20] == b"RGB ":
+        kept["icc_profile"] = profile
+    for key in ("srgb", "gamma", "chromaticity"):
+        if key in im.info:
+            kept[key] = im.info[key]
+    return kept
+
+
+def to_rgb(im, name: str = "the image"):
+    """Any PIL mode -> (RGB image, alpha image or None). ``name`` names the image in errors."""
     import numpy as np
     from PIL import Image
 
@@ -172,6 +191,10 @@ def to_rgb(im):
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
+        bad = arr.size - int(np.isfinite(arr).sum())
+        if bad:  # a float image (TIFF) with NaN or infinite pixels: no honest 8-bit value for them
+            raise DataError(f"{name} has {bad} NaN or infinite pixel(s) (a floating-point image); replace them with "
+                            "numbers (e.g. 0) first")
         if im.mode.startswith("I;16"):
             arr = arr / 257.0
         elif im.mode == "I":
@@ -198,19 +221,6 @@ def to_rgb(im):
     return im, alpha
 
 
-def check_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into the decodable ones and ``(path, reason)`` for the rest."""
-    good, bad = [], []
-    for path in paths:
-        try:
-            load_image(path)
-        except DataError as exc:
-            bad.append((path, str(exc)))
-        else:
-            good.append(path)
-    return good, bad
-
-
 # ---------------------------------------------------------------------------------------------
 # training data: two unpaired sources, deterministic augmentation, an endless epoch sampler
 
@@ -229,9 +239,6 @@ class FolderSource:
     def load(self, index: int):
         return load_image(self.paths[index]).rgb
 
-    def describe(self, index: int) -> str:
-        return str(self.paths[index])
-
 
 class DemoSource:
     """One domain of the procedural demo faces (see demo.py), rendered on the fly."""
@@ -247,9 +254,6 @@ class DemoSource:
         from .demo import train_image
 
         return train_image(self.seed, self.domain, index, self.size, easy=self.easy)
-
-    def describe(self, index: int) -> str:
-        return f"demo {self.name} #{index}"
 
 
 def open_domain(folder: str | Path, label: str, *, minimum: int) -> FolderSource:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .device import autocast, precision_name, resolve_device, resolve_precision
-from .errors import ConfigError, DataError, DeviceError
+from .errors import CheckpointError, ConfigError, DataError, DeviceError
 
 DIRECTIONS = ("a2b", "b2a")
 # On the CPU, working images of at least this many pixels run channels-last: 6 % faster at 256², 30 %
@@ -38,6 +38,13 @@ DIRECTIONS = ("a2b", "b2a")
 CPU_NHWC_PIXELS = 128 * 128
 # The working long side is capped at MAX_ASPECT × S: a 1 × 10000 strip would otherwise become 256 × 2,560,000.
 MAX_ASPECT = 16
+# The largest working short side (--size N, and a checkpoint's training size for --size auto): a
+# 4096-px short side is already 16 M pixels, tens of GB of activations for a 64-wide generator. Checked
+# before anything is allocated, so a typo or a hostile config.json costs nothing.
+MAX_SIZE = 4096
+# Decoded images waiting for the device hold at most this many pixels (at least one image): three
+# 9,000 × 9,000 photos decoded ahead would otherwise hold 1.5 GB before the first is translated.
+AHEAD_PIXELS = 48_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +61,10 @@ class Translation:
     original: Any         # PIL.Image RGB: the decoded input, EXIF orientation applied
     direction: str        # "a2b" or "b2a"
     source: Path | None = None  # the file it came from, if any
+    # The input's colour metadata (data.colour_metadata: an RGB ICC profile, PNG's sRGB, gamma and
+    # chromaticities), also in ``image.info`` and ``content.info``: saving those as PNG or TIFF keeps the
+    # profile; JPEG and WebP need ``icc_profile=result.image.info.get("icc_profile")``.
+    colour: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -112,19 +123,21 @@ def attention_overlay(photo: Any, mask: np.ndarray) -> Any:
 
 
 def parse_size(spec: str | int) -> str | int:
-    """``"auto"``, ``"native"`` or a short side in pixels (a multiple of 4, at least 8)."""
+    """``"auto"``, ``"native"`` or a short side in pixels (a multiple of 4, from 8 to MAX_SIZE)."""
     if isinstance(spec, int) and not isinstance(spec, bool):
         value = spec
     else:
         text = str(spec).strip().lower()
         if text in ("auto", "native"):
             return text
-        if not text.isdigit():
+        # isascii: str.isdigit() accepts "²" and other digits int() refuses; the length keeps int()
+        # away from its 4,300-digit limit
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
             raise ConfigError(f"size must be 'auto', 'native' or a number of pixels, got {spec!r}")
         value = int(text)
-    if value < 8 or value % 4:
-        raise ConfigError(f"size must be a multiple of 4 and at least 8 pixels, got {value}; "
-                          f"try {max(8, value // 4 * 4)}")
+    if value < 8 or value % 4 or value > MAX_SIZE:
+        hint = min(MAX_SIZE, max(8, value // 4 * 4))
+        raise ConfigError(f"size must be a multiple of 4 from 8 to {MAX_SIZE} pixels, got {value}; try {hint}")
     return value
 
 
@@ -180,27 +193,28 @@ class _Prepared:
     alpha: Any                  # PIL L or None
     source: Path | None
     work: tuple[int, int]       # (h, w) the network sees
+    colour: dict[str, Any]      # colour metadata to carry to the outputs
 
 
-def _decode(image: Any) -> tuple[Any, Any, Path | None]:
-    """(PIL RGB, alpha or None, source path) for a path, a PIL image, an array or a tensor."""
+def _decode(image: Any) -> tuple[Any, Any, Path | None, dict[str, Any]]:
+    """(PIL RGB, alpha or None, source path, colour metadata) for a path, a PIL image, an array or a tensor."""
     from PIL import Image, ImageOps
 
-    from .data import to_rgb, load_image
+    from .data import colour_metadata, load_image, to_rgb
 
     if isinstance(image, (str, os.PathLike)):
         loaded = load_image(image)
-        return loaded.rgb, loaded.alpha, loaded.path
+        return loaded.rgb, loaded.alpha, loaded.path, loaded.colour
     if isinstance(image, Image.Image):
         rgb, alpha = to_rgb(ImageOps.exif_transpose(image) or image)
-        return rgb, alpha, None
+        return rgb, alpha, None, colour_metadata(image)
     if isinstance(image, Tensor):
         image = image.detach().cpu()
         if image.is_floating_point():
             image = image.float()  # numpy has no bfloat16
-        return _from_array(image.numpy(), channels_first=True), None, None
+        return _from_array(image.numpy(), channels_first=True), None, None, {}
     if isinstance(image, np.ndarray):
-        return _from_array(image, channels_first=False), None, None
+        return _from_array(image, channels_first=False), None, None, {}
     raise DataError(f"cannot translate a {type(image).__name__}; pass a file path, a PIL image, "
                     "a (3, H, W) tensor or an (H, W, 3) array")
 
@@ -243,6 +257,8 @@ class Translator:
         self.device = torch.device(device)
         self.dtype = dtype
         self.image_size = int(image_size)
+        if not 8 <= self.image_size <= MAX_SIZE:
+            raise ConfigError(f"image_size must be from 8 to {MAX_SIZE} pixels, got {image_size}")
         self.domains = (str(domains[0]), str(domains[1]))
         self.direction = _check_direction(direction)
         self.size = parse_size(size)
@@ -269,6 +285,9 @@ class Translator:
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         g_ab, g_ba, run = load_generators(path, dev)
+        if run.model_config.image_size > MAX_SIZE:  # --size auto would run the network at that short side
+            raise CheckpointError(f"{run.path / 'config.json'} says image_size {run.model_config.image_size}, more than "
+                                  f"the {MAX_SIZE}-pixel maximum aggan translates at; the checkpoint is damaged")
         return cls(g_ab, g_ba, image_size=run.model_config.image_size, domains=run.domains, device=dev,
                    dtype=dtype, direction=direction, size=size, checkpoint=run)
 
@@ -307,19 +326,20 @@ class Translator:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}")
         direction = _check_direction(direction or self.direction)
+        per_pass = self.images_per_pass(batch_size)
         workers = workers or max(1, min(4, os.cpu_count() or 1))
-        window = max(2 * batch_size, 2 * workers)  # decoded images kept ahead: bounds memory on big photos
+        window = max(2 * per_pass, 2 * workers)  # decoded images kept ahead, also bounded by AHEAD_PIXELS
         pending = iter(images)
-        decoding: deque = deque()
+        decoding: deque = deque()  # (input, future, its pixel count from the file header)
         groups: dict[tuple[int, int], list[tuple[Any, _Prepared]]] = {}
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aggan-decode")
 
         def refill() -> None:
-            while len(decoding) < window:
+            while len(decoding) < window and (not decoding or sum(n for *_, n in decoding) < AHEAD_PIXELS):
                 image = next(pending, _END)
                 if image is _END:
                     return
-                decoding.append((image, pool.submit(self._prepare, image)))
+                decoding.append((image, pool.submit(self._prepare, image), _pixel_count(image)))
 
         def flush(key: tuple[int, int]) -> Iterator[tuple[Any, Translation]]:
             group = groups.pop(key)
@@ -329,7 +349,7 @@ class Translator:
         try:
             refill()
             while decoding:
-                image, future = decoding.popleft()
+                image, future, _ = decoding.popleft()
                 refill()
                 try:
                     item = future.result()
@@ -337,7 +357,7 @@ class Translator:
                     yield image, exc
                     continue
                 groups.setdefault(item.work, []).append((image, item))
-                if len(groups[item.work]) >= batch_size:
+                if len(groups[item.work]) >= per_pass:
                     yield from flush(item.work)
                 elif sum(len(g) for g in groups.values()) > window:
                     yield from flush(next(iter(groups)))  # many different sizes: the oldest group goes
@@ -346,36 +366,47 @@ class Translator:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def images_per_pass(self, batch_size: int) -> int:
+        """How many images share a forward pass: one on the CPU, up to ``batch_size`` elsewhere.
+
+        On the CPU a batch buys nothing (one 256-px image keeps every core busy; docs/translate.md),
+        oneDNN picks other kernels for a batch of one than for larger ones when a model has few channels
+        (so ``--batch-size`` would change pixels), and large photos batched together multiply memory."""
+        return 1 if self.device.type == "cpu" else batch_size
+
     def _prepare(self, image: Any) -> _Prepared:
-        rgb, alpha, source = _decode(image)
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
+        rgb, alpha, source, colour = _decode(image)
+        try:
+            pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
+        except MemoryError:
+            raise DataError(f"{source or 'an image'}: not enough memory for its {rgb.width}×{rgb.height} pixels; "
+                            "resize it first") from None
         height, width = pixels.shape[-2:]
-        return _Prepared(pixels, rgb, alpha, source, working_size(height, width, self.size, self.image_size))
+        return _Prepared(pixels, rgb, alpha, source, working_size(height, width, self.size, self.image_size), colour)
+
+    def _run(self, items: list[_Prepared], direction: str) -> list[Translation]:
+        """One forward pass for images of equal working size, then a full-resolution blend per image;
+        running out of memory anywhere in it is one DeviceError that says how big the request was."""
+        try:
+            return self._forward_and_compose(items, direction)
+        except (RuntimeError, MemoryError) as exc:
+            error = _out_of_memory(exc, items, self)
+            if error is None:
+                raise
+            raise error from None
 
     @torch.inference_mode()
-    def _run(self, items: list[_Prepared], direction: str) -> list[Translation]:
-        """One forward pass for images of equal working size, then a full-resolution blend per image."""
+    def _forward_and_compose(self, items: list[_Prepared], direction: str) -> list[Translation]:
         height, width = items[0].work
         full = [item.pixels.to(self.device, non_blocking=True).float() for item in items]  # (3, H, W) in [0, 255]
         x = torch.cat([_resize(f[None], (height, width)) for f in full]) / 127.5 - 1.0   # (B, 3, h, w) in [-1, 1]
         x = _pad(x, *padded_size(height, width))                                         # (B, 3, h4, w4)
         if self.channels_last or (self.device.type == "cpu" and height * width >= CPU_NHWC_PIXELS):
             x = x.contiguous(memory_format=torch.channels_last)  # an NHWC input makes every conv run NHWC
-        # On the CPU a batch buys nothing (one 256-px image keeps every core busy; docs/translate.md) and
-        # oneDNN picks other kernels for a batch of one than for larger batches when a model has few
-        # channels, so one image per pass keeps the CPU's results independent of --batch-size, bit for bit.
-        step = 1 if self.device.type == "cpu" else len(items)
-        g = self.generators[direction]
-        try:
-            with autocast(self.device, self.dtype):
-                outs = [g(x[i:i + step]) for i in range(0, len(items), step)]
-        except Exception as exc:
-            error = _out_of_memory(exc, len(items), height, width)
-            if error is None:
-                raise
-            raise error from None
-        mask = torch.cat([o.mask for o in outs])[..., :height, :width].float()        # (B, 1, h, w) in [0, 1]
-        content = torch.cat([o.content for o in outs])[..., :height, :width].float()  # (B, 3, h, w) in [-1, 1]
+        with autocast(self.device, self.dtype):
+            out = self.generators[direction](x)
+        mask = out.mask[..., :height, :width].float()        # (B, 1, h, w) in [0, 1]
+        content = out.content[..., :height, :width].float()  # (B, 3, h, w) in [-1, 1]
         return [self._compose(item, f, mask[i:i + 1], content[i:i + 1], direction)
                 for i, (item, f) in enumerate(zip(items, full))]
 
@@ -394,8 +425,10 @@ class Translator:
         image = _to_pil(out)
         if item.alpha is not None:
             image.putalpha(item.alpha)
+        image.info.update(item.colour)  # the same colour space as the input: say so, as the input did
+        content_image.info.update(item.colour)
         return Translation(image=image, mask=np.ascontiguousarray(m[0].cpu().numpy()), content=content_image,
-                           original=item.original, direction=direction, source=item.source)
+                           original=item.original, direction=direction, source=item.source, colour=dict(item.colour))
 
 
 _END = object()
@@ -414,10 +447,41 @@ def _check_direction(direction: str) -> str:
     return direction
 
 
-def _out_of_memory(exc: Exception, count: int, height: int, width: int) -> DeviceError | None:
-    """A DeviceError with advice if ``exc`` is running out of memory, else None."""
+def _out_of_memory(exc: BaseException, items: list[_Prepared], translator: "Translator") -> DeviceError | None:
+    """A DeviceError that says how big the request was and what to lower, if ``exc`` is running out of
+    memory (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError, Python's MemoryError), else None."""
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    if isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
-        return DeviceError(f"out of memory translating {count} image(s) at {width}×{height} px; use --batch-size 1, "
-                           "or --size auto instead of native (or a smaller --size)")
-    return None
+    text = str(exc)
+    if not (isinstance(exc, (oom, MemoryError)) or "can't allocate memory" in text or "out of memory" in text):
+        return None
+    height, width = items[0].work
+    largest = max(items, key=lambda item: item.pixels.shape[-1] * item.pixels.shape[-2]).pixels
+    count = len(items)
+    lower = []
+    if count > 1:
+        lower.append(f"--batch-size (now {count} images per pass; 1 is the least memory)")
+    if translator.size == "native":
+        lower.append("--size: use auto or N instead of native")
+    elif height * width > 1_000_000:
+        lower.append(f"--size (now {translator.size}: the network runs at {width}×{height})")
+    if not lower:  # the network is small: the full-resolution blend of a very large photo
+        lower.append("the size of the photo (resize it)")
+    return DeviceError(f"out of memory on {translator.device} translating {count} image(s) of up to "
+                       f"{largest.shape[-1]}×{largest.shape[-2]} px with the network at {width}×{height}; "
+                       f"lower {' or '.join(lower)}")
+
+
+def _pixel_count(image: Any) -> int:
+    """Pixels of an input before decoding it (a file's header only); 0 when unknown."""
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image
+
+        try:
+            with Image.open(image) as im:
+                return im.width * im.height
+        except Exception:  # noqa: BLE001 - unreadable: decoding says why
+            return 0
+    if isinstance(image, (np.ndarray, Tensor)):
+        return int(np.prod(image.shape[-3:])) // 3
+    size = getattr(image, "size", None)
+    return size[0] * size[1] if isinstance(size, tuple) and len(size) == 2 else 0

@@ -254,10 +254,21 @@ def _save(path: Path, write) -> Path:
 
 
 def _save_png(image: Any, path: Path, command: str) -> Path:
+    """A PNG with the command's mark and the colour metadata in ``image.info`` (PIL writes the ICC
+    profile from there itself; PNG's sRGB, gAMA and cHRM chunks are added here)."""
+    import struct
+
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     info.add_text("Software", mark(command))  # how a later run recognises its earlier outputs
+    colour = image.info
+    if "srgb" in colour:
+        info.add(b"sRGB", bytes([int(colour["srgb"])]))
+    if "gamma" in colour:
+        info.add(b"gAMA", struct.pack(">I", round(colour["gamma"] * 100_000)))
+    if "chromaticity" in colour:
+        info.add(b"cHRM", struct.pack(">8I", *(round(v * 100_000) for v in colour["chromaticity"])))
     return _save(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_LEVEL, pnginfo=info))
 
 
@@ -350,16 +361,18 @@ def sigterm_stops_cleanly() -> Iterator[None]:
 # the command
 
 
-def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: Path | None, size: str,
+def run_translate_command(inputs: list[str], *, ckpt: str | None, direction: str, out: Path | None, size: str,
                           batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
                           masks: bool, overlay: bool = True, content: bool = False,
                           threshold: float | None = None, mask_format: str = "png", suffix: str = "",
                           print0: bool = False) -> int:
     """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input
-    failed, 143 after SIGTERM)."""
+    failed, 143 after SIGTERM). ``ckpt=None`` (no ``--ckpt``) uses the bundled demo model, and says so."""
     from rich.console import Console
+    from rich.markup import escape
 
     from .inference import _check_threshold, parse_size
+    from .weights import DEFAULT_CHECKPOINT, describe_default_checkpoint
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if batch_size < 1:
@@ -379,6 +392,13 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
                         f"({' '.join(IMAGE_EXTENSIONS)})")
     refuse_overwriting_inputs(found, outputs)
     _warn_about_inputs(console, found)
+    if out_dir.suffix.lower() in IMAGE_EXTENSIONS and not out_dir.is_dir():
+        console.print(f"[yellow]warning:[/] --out {escape(str(out_dir))} is a folder, not a file name: the outputs go "
+                      f"inside it ({escape(str(out_dir / 'NAME'))}{outputs.endings[0]})")
+    if ckpt is None:
+        ckpt = DEFAULT_CHECKPOINT
+        console.print(f"[yellow]note:[/] no --ckpt given, so using {describe_default_checkpoint()}; pass --ckpt with "
+                      "your own run, folder or ORG/REPO for anything else")
     try:
         with sigterm_stops_cleanly(), output_folder(out_dir):
             return _translate_all(console, found, outputs, ckpt=ckpt, direction=direction, size=size,

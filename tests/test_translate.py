@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from aggan_cli import Translator
 from aggan_cli.cli import app
-from images import (displayed, write_checkpoint, write_empty, write_exif_rotated, write_mode, write_rgb, write_text,
+from images import (displayed, photo_array, write_checkpoint, write_empty, write_exif_rotated, write_mode, write_rgb, write_text,
                     write_truncated_jpeg)
 
 runner = CliRunner()
@@ -96,6 +96,15 @@ def test_sizes_native_and_explicit_keep_the_exact_size(ckpts, tmp_path):
     assert not np.array_equal(outputs["auto"], outputs["native"])
     result = aggan("translate", photo, "--ckpt", ckpts["random"], "--size", "30")
     assert result.exit_code == 1 and "multiple of 4" in result.stderr
+
+
+@pytest.mark.parametrize("size", ["100000", "4100", "²", "1" * 5000, "８"])
+def test_a_size_beyond_the_bound_or_not_ascii_digits_is_one_line_before_any_work(ckpts, tmp_path, size):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    result = aggan("translate", photo, "--ckpt", ckpts["random"], "--size", size, "--out", tmp_path / "out")
+    line = one_error_line(result)
+    assert "size must be" in line and ("4096" in line or "a number of pixels" in line)
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +423,89 @@ def test_an_output_folder_made_by_a_run_where_every_input_failed_is_removed(ckpt
 
 # ---------------------------------------------------------------------------------------------
 # what comes out
+
+
+def test_without_ckpt_the_bundled_demo_is_used_and_named(tmp_path, monkeypatch):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    monkeypatch.chdir(tmp_path)
+    result = aggan("translate", photo, "-q")
+    assert result.exit_code == 0, result.output
+    assert "no --ckpt given, so using demo-smile" in result.stderr and "toy model" in result.stderr
+    assert "48-px procedural faces (neutral → smile)" in result.stderr and "pass --ckpt" in result.stderr
+    assert written(result) == [Path("translated/p.png")]
+
+
+def test_an_out_named_like_an_image_warns_that_it_is_a_folder(ckpts, tmp_path):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    result = aggan("translate", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "result.png")
+    assert result.exit_code == 0, result.output
+    assert "warning: --out" in result.stderr and "result.png is a folder, not a file name" in result.stderr
+    assert written(result) == [tmp_path / "result.png" / "p.png"]
+    again = aggan("translate", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "plain")
+    assert "warning" not in again.stderr and "no --ckpt" not in again.stderr
+
+
+def _profile() -> bytes:
+    """An RGB ICC profile (littlecms's sRGB; the bytes are all that matters here)."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_the_input_colour_profile_is_carried_to_the_outputs(ckpts, tmp_path, suffix):
+    wide = _profile()
+    photo = write_rgb(tmp_path / f"phone{suffix}", (40, 30), icc_profile=wide)
+    with Image.open(photo) as check:
+        assert check.info.get("icc_profile") == wide  # the test file really carries it
+    result = aggan("translate", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "t")
+    masks = aggan("export-masks", photo, "--ckpt", ckpts["random"], "--content", "--out", tmp_path / "m")
+    assert result.exit_code == masks.exit_code == 0, result.output + masks.output
+    assert Image.open(tmp_path / "t" / "phone.png").info.get("icc_profile") == wide
+    assert Image.open(tmp_path / "m" / "phone_content.png").info.get("icc_profile") == wide
+    assert "icc_profile" not in Image.open(tmp_path / "m" / "phone_mask.png").info  # data, not colour
+
+
+def test_colour_metadata_that_does_not_describe_rgb_is_dropped_and_png_chunks_kept(ckpts, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    cmyk_profile = b"\0" * 16 + b"CMYK" + b"\0" * 108  # the colour space a profile is for: header bytes 16-19
+    cmyk = tmp_path / "in" / "print.jpg"
+    cmyk.parent.mkdir()
+    Image.fromarray(photo_array((40, 30)), "RGB").convert("CMYK").save(cmyk, icc_profile=cmyk_profile)
+    chunks = PngInfo()
+    chunks.add(b"gAMA", (45455).to_bytes(4, "big"))
+    chunks.add(b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 64000, 33000, 30000, 60000,
+                                                                 15000, 6000)))
+    gamma = write_rgb(tmp_path / "in" / "gamma.png", (40, 30), pnginfo=chunks)
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    assert "icc_profile" not in Image.open(tmp_path / "t" / "print.png").info  # a CMYK profile on RGB pixels lies
+    with Image.open(gamma) as source, Image.open(tmp_path / "t" / "gamma.png") as out:
+        assert out.info["gamma"] == source.info["gamma"] and out.info["chromaticity"] == source.info["chromaticity"]
+
+
+def test_a_float_image_with_nan_pixels_is_named_not_decoded_black(ckpts, tmp_path):
+    import warnings
+
+    from aggan_cli.data import load_image
+    from aggan_cli.errors import DataError
+
+    values = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
+    values[5, 7] = np.nan
+    values[9, 9] = np.inf
+    tiff = tmp_path / "in" / "scan.tif"
+    tiff.parent.mkdir()
+    Image.fromarray(values, "F").save(tiff)
+    write_rgb(tmp_path / "in" / "fine.png", (30, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even numpy's "invalid value encountered in cast"
+        with pytest.raises(DataError, match="has 2 NaN or infinite pixel"):
+            load_image(tiff)
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", tmp_path / "t")
+    assert result.exit_code == 1 and "RuntimeWarning" not in result.output
+    assert f"skipped: {tiff} has 2 NaN or infinite pixel(s)" in result.stderr
+    assert files_under(tmp_path / "t") == {"fine.png"}
 
 
 def test_both_directions_name_their_domains_and_differ(ckpts, tmp_path):
