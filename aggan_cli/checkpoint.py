@@ -178,13 +178,6 @@ def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
 # safetensors files
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    from safetensors.torch import save
-
-    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
-    atomic_write_bytes(path, data)
-
-
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read every tensor and the header metadata of a safetensors file; any damage is a CheckpointError."""
     return _open_safetensors(path, with_tensors=True)
