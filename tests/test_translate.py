@@ -517,14 +517,20 @@ def test_both_directions_name_their_domains_and_differ(ckpts, tmp_path):
     assert not np.array_equal(pixels(tmp_path / "a2b" / "p.png"), pixels(tmp_path / "b2a" / "p.png"))
 
 
-def test_batch_size_does_not_change_a_pixel(ckpts, tmp_path):
+def test_batch_size_does_not_change_a_pixel(ckpts, tmp_path, monkeypatch):
+    from aggan_cli.networks import AttentionGenerator
+
     sizes = [(301, 177), (37, 53), (300, 177), (64, 64), (37, 53), (302, 177), (45, 29)]
     for i, size in enumerate(sizes):
         write_rgb(tmp_path / "in" / f"{i}.png", size, seed=i)
+    passes = []
+    forward = AttentionGenerator.forward
+    monkeypatch.setattr(AttentionGenerator, "forward", lambda self, x: passes.append(x.shape[0]) or forward(self, x))
     for batch in (1, 3):
         result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["split"], "--batch-size", batch,
-                       "--out", tmp_path / f"b{batch}")
+                       "--out", tmp_path / f"b{batch}", "--device", "cpu")
         assert result.exit_code == 0, result.stderr
+    assert passes == [1] * 2 * len(sizes)  # the CPU gives every image its own pass, whatever --batch-size says
     for i in range(len(sizes)):
         assert np.array_equal(pixels(tmp_path / "b1" / f"{i}.png"), pixels(tmp_path / "b3" / f"{i}.png")), i
 
