@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,7 @@ def load_image(path: str | Path) -> LoadedImage:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    _check_regular(path)
     try:
         with warnings.catch_warnings():
             # PIL warns, then raises, on decompression bombs; make the warning an error too.
@@ -151,6 +153,17 @@ def load_image(path: str | Path) -> LoadedImage:
         raise DataError(f"{path} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                         "the file is truncated or corrupt") from None
     return LoadedImage(rgb, alpha, path, colour)
+
+
+def _check_regular(path: Path) -> None:
+    """A FIFO, socket or device named like an image is refused without opening it (a FIFO would wait
+    forever for a writer)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening says what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(f"{path} is not a regular file (a pipe, socket or device), not an image")
 
 
 def _check_pixels(im, path: Path) -> None:

@@ -38,7 +38,7 @@ class Inputs:
     """What the command line's INPUT... patterns expand to."""
 
     entries: list[tuple[Path, PurePosixPath]]  # (input file, its name relative to the folder or glob it came from)
-    missing: list[str]                       # named files that do not exist: failed inputs
+    missing: list[tuple[str, str]]           # (pattern, why): named files that cannot be read, failed inputs
     unmatched: list[str]                     # folders or globs without a single image: warnings
     earlier: list[Path] = field(default_factory=list)  # earlier outputs of this command, left out
     files: list[tuple[Path, PurePosixPath]] = field(init=False)     # (input file, output stem under --out)
@@ -71,8 +71,11 @@ def collect_inputs(patterns: list[str]) -> Inputs:
                     entries += _folder(match, PurePosixPath(match.resolve().name))
                 elif is_image_file(match) and match.is_file():
                     entries.append((match, PurePosixPath(match.name)))
+        elif path.exists():  # a FIFO, socket or device: never opened
+            missing.append((pattern, "not a regular file (a pipe, socket or device)"))
+            continue
         else:
-            missing.append(pattern)
+            missing.append((pattern, "no such file, folder or pattern"))
             continue
         if not entries:
             unmatched.append(pattern)
@@ -420,8 +423,8 @@ def _warn_about_inputs(console, found: Inputs) -> None:
     if found.earlier:
         console.print(f"[yellow]note:[/] left out {len(found.earlier)} earlier output(s) of this command found among "
                       f"the inputs, e.g. {escape(str(found.earlier[0]))}")
-    for pattern in found.missing:
-        console.print(f"[yellow]skipped:[/] {escape(pattern)}: no such file, folder or pattern")
+    for pattern, reason in found.missing:
+        console.print(f"[yellow]skipped:[/] {escape(pattern)}: {reason}")
 
 
 def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direction: str, size: str,

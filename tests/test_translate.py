@@ -319,6 +319,37 @@ def test_unreadable_files_are_named_skipped_and_fail_the_run(ckpts, tmp_path):
     assert sorted(written(result)) == sorted([out / "good1.png", out / "good2.png"])
 
 
+def _raised(function, *args):
+    try:
+        function(*args)
+    except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+        return exc
+    return None
+
+
+def test_a_fifo_named_like_an_image_is_never_opened(ckpts, tmp_path):
+    """Opening a FIFO for reading waits for a writer forever: named, in a folder or through the API,
+    it is reported (or passed over) without being opened."""
+    from aggan_cli.data import load_image
+    from aggan_cli.errors import DataError
+
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "pipe.png")
+    write_rgb(tmp_path / "in" / "fine.png", (30, 30))
+    import threading
+
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(_raised(load_image, tmp_path / "in" / "pipe.png")),
+                              daemon=True)  # daemon: a regression blocks this thread, not the test run
+    reader.start()
+    reader.join(timeout=120)
+    assert outcome and isinstance(outcome[0], DataError) and "not a regular file" in str(outcome[0]), outcome
+    result = aggan("translate", tmp_path / "in", tmp_path / "in" / "pipe.png", "--ckpt", ckpts["random"],
+                   "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "pipe.png: not a regular file" in result.stderr
+    assert files_under(tmp_path / "out") == {"fine.png"}  # the folder walk passed over the FIFO
+
+
 def test_a_missing_checkpoint_is_one_red_line(tmp_path):
     photo = write_rgb(tmp_path / "p.jpg", (30, 30))
     result = aggan("translate", photo, "--ckpt", str(tmp_path / "no-such-run"), "--out", tmp_path / "out")
