@@ -250,6 +250,8 @@ def _save(path: Path, write) -> Path:
     except OSError as exc:  # a full disk or a read-only folder: stop, and say where
         raise DataError(f"cannot write {path} ({exc.strerror or exc}); check the space and permissions of "
                         f"the output folder") from None
+    except MemoryError:
+        raise DataError(f"not enough memory to write {path}; resize the input first") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -297,8 +299,12 @@ def write_outputs(result, stem: PurePosixPath, outputs: Outputs, *, threshold: f
             mask = result.mask if threshold is None else (result.mask > threshold).astype(np.float32)
             written.append(_save_npy(mask, target))
             continue
-        image = {".png": lambda: result.image, "_mask.png": lambda: result.mask_image(threshold),
-                 "_overlay.png": result.overlay, "_content.png": lambda: result.content}[ending]()
+        try:
+            image = {".png": lambda: result.image, "_mask.png": lambda: result.mask_image(threshold),
+                     "_overlay.png": result.overlay, "_content.png": lambda: result.content}[ending]()
+        except MemoryError:
+            raise DataError(f"not enough memory to make {target} ({result.size[0]}×{result.size[1]} px); resize the "
+                            "input first") from None
         written.append(_save_png(image, target, outputs.command))
 
 

@@ -404,6 +404,20 @@ def test_a_write_error_half_way_still_prints_every_file_written(ckpts, tmp_path,
     assert ("a.png" if command == "translate" else "b_mask.png") in visible
 
 
+def test_running_out_of_memory_while_writing_is_one_line_and_reports_what_was_written(ckpts, tmp_path, monkeypatch):
+    from aggan_cli.inference import Translation
+
+    def no_memory(self):
+        raise MemoryError  # what numpy raises when a 100-megapixel overlay does not fit
+
+    monkeypatch.setattr(Translation, "overlay", no_memory)
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    result = aggan("export-masks", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "out")
+    line = one_error_line(result)
+    assert "not enough memory to make" in line and "p_overlay.png" in line
+    assert written(result) == [tmp_path / "out" / "p_mask.png"]
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_still_print_every_file_written_and_leave_no_temporary_file(tmp_path, sig):
     import signal
