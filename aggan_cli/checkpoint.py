@@ -402,7 +402,8 @@ def parse_json(path: Path) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged") from None
     except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
-        raise CheckpointError(f"{path} holds a value aggan cannot read ({_short(exc)}); the checkpoint is damaged") from None
+        raise CheckpointError(f"{path} holds a value aggan cannot read ({_short(exc)}); "
+                              "the checkpoint is damaged") from None
     except RecursionError:
         raise CheckpointError(f"{path} is nested too deeply to read; the checkpoint is damaged") from None
     except OSError as exc:
@@ -629,7 +630,8 @@ def _generator_on_meta(ckpt: RunCheckpoint, name: str) -> nn.Module:
             return AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
     except (RuntimeError, OverflowError, TypeError, ValueError) as exc:  # sizes no tensor can describe
         raise CheckpointError(f"{ckpt.path / CONFIG_FILE} describes a generator that cannot be built (ngf "
-                              f"{cfg.ngf}, n_blocks {cfg.n_blocks}: {_short(exc)}); the checkpoint is damaged") from None
+                              f"{cfg.ngf}, n_blocks {cfg.n_blocks}: {_short(exc)}); "
+                              "the checkpoint is damaged") from None
 
 
 def load_training_state(run_dir: str | Path, expected_step: int | None = None) -> Any:

@@ -286,8 +286,9 @@ class Translator:
         dtype = resolve_precision(precision, dev)
         g_ab, g_ba, run = load_generators(path, dev)
         if run.model_config.image_size > MAX_SIZE:  # --size auto would run the network at that short side
-            raise CheckpointError(f"{run.path / 'config.json'} says image_size {run.model_config.image_size}, more than "
-                                  f"the {MAX_SIZE}-pixel maximum aggan translates at; the checkpoint is damaged")
+            raise CheckpointError(f"{run.path / 'config.json'} says image_size {run.model_config.image_size}, "
+                                  f"more than the {MAX_SIZE}-pixel maximum aggan translates at; the checkpoint is "
+                                  "damaged")
         return cls(g_ab, g_ba, image_size=run.model_config.image_size, domains=run.domains, device=dev,
                    dtype=dtype, direction=direction, size=size, checkpoint=run)
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from aggan_cli import Translator
 from aggan_cli.cli import app
-from images import (displayed, photo_array, write_checkpoint, write_empty, write_exif_rotated, write_mode, write_rgb, write_text,
-                    write_truncated_jpeg)
+from images import (displayed, photo_array, write_checkpoint, write_empty, write_exif_rotated, write_mode, write_rgb,
+                    write_text, write_truncated_jpeg)
 
 runner = CliRunner()
 
@@ -233,7 +233,8 @@ def test_export_masks_run_twice_into_its_input_folder_never_reads_its_own_output
 def test_an_output_folder_that_cannot_be_created_is_one_line(ckpts, tmp_path, command, where):
     photo = write_rgb(tmp_path / "p.jpg", (30, 30))
     (tmp_path / "afile").write_text("in the way")
-    out = {"a file in the way": tmp_path / "afile" / "sub", "a virtual file system": Path("/proc/aggan-test/out")}[where]
+    out = {"a file in the way": tmp_path / "afile" / "sub",
+           "a virtual file system": Path("/proc/aggan-test/out")}[where]
     before = digests(tmp_path)
     result = aggan(command, photo, "--out", out, "--ckpt", ckpts["random"])
     line = one_error_line(result)
