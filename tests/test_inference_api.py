@@ -286,3 +286,16 @@ def test_a_translation_carries_the_input_colour_profile_for_any_format(ckpts, tm
         assert Image.open(tmp_path / f"out{suffix}").info.get("icc_profile") == profile, suffix
     with Image.open(photo) as opened:  # an opened PIL image gives its profile too
         assert Translator.load(ckpts["random"]).translate(opened).colour == {"icc_profile": profile}
+
+
+def test_a_checkpoint_claiming_a_huge_training_size_is_refused_at_load(tmp_path):
+    import json
+
+    run = write_checkpoint(tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["image_size"] = 400_000  # --size auto would run the network at a 400,000-px short side
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="image_size 400000, more than the 4096-pixel maximum"):
+        Translator.load(run)
+    with pytest.raises(ConfigError, match="image_size must be from 8 to 4096"):
+        Translator(torch.nn.Identity(), torch.nn.Identity(), image_size=400_000)
