@@ -19,6 +19,11 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
                       threads: int | None = None, photo_size: int = 1024) -> None:
     from rich.console import Console
 
+    from .errors import ConfigError
+    from .imaging import MAX_SIZE
+
+    if size > MAX_SIZE:  # checked before anything is allocated: --size 100000 would exhaust memory first
+        raise ConfigError(f"--size must be at most {MAX_SIZE} pixels, got {size}")
     model = ModelConfig(ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm, discriminator=discriminator, image_size=size)
     what = f"startup on a {photo_size}-px photo, " if only == "startup" else ""
     Console(stderr=True, highlight=False).print(

@@ -243,9 +243,10 @@ _BACKEND_HELP = ("torch, or onnxruntime: the files of `aggan export CKPT` (or an
 @app.command()
 def translate(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
-    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    ckpt: Annotated[Optional[str], typer.Option(help=_CKPT_HELP + " \\[default: demo-smile, a bundled toy model of procedural faces]", show_default=False)] = None,
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./translated].", show_default=False)] = None,
+    suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>.png (inputs are never overwritten).")] = "",
     size: Annotated[str, typer.Option(help="Working size: 'auto' (the network at the checkpoint's training size, blended at full resolution), 'native' (the network at full resolution) or N (short side in pixels). See docs/translate.md.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images of equal working size per forward pass (GPU; the CPU runs one at a time).")] = 4,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -253,6 +254,7 @@ def translate(
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
+    print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -263,8 +265,8 @@ def translate(
 
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
-            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
-            backend=backend.value,
+            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False, suffix=suffix,
+            print0=print0, backend=backend.value,
         )
     raise typer.Exit(code)
 
@@ -277,9 +279,10 @@ class MaskFormat(str, Enum):
 @app.command("export-masks")
 def export_masks(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
-    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    ckpt: Annotated[Optional[str], typer.Option(help=_CKPT_HELP + " \\[default: demo-smile, a bundled toy model of procedural faces]", show_default=False)] = None,
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./masks].", show_default=False)] = None,
+    suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>_mask.png.")] = "",
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write a heat-map overlay on the dimmed photo.")] = True,
     content: Annotated[bool, typer.Option("--content", help="Also write the content image R.")] = False,
     threshold: Annotated[Optional[float], typer.Option(help="Write a binary mask: 255 where attention > T (0 < T < 1).", show_default=False)] = None,
@@ -291,6 +294,7 @@ def export_masks(
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
+    print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -303,8 +307,8 @@ def export_masks(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
-            overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
-            backend=backend.value,
+            overlay=overlay, content=content, threshold=threshold, mask_format=format.value, suffix=suffix,
+            print0=print0, backend=backend.value,
         )
     raise typer.Exit(code)
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write_bytes, load_generators, os_reason
-from .errors import ConfigError, ExportError
+from .checkpoint import atomic_write_bytes, load_generators
+from .errors import ConfigError, ExportError, os_reason
 from .imaging import STRIDE, padded_size
 from .onnx_backend import INPUT_NAME, INSTALL_HINT, ONNX_FILES, OUTPUT_NAMES, ExportInfo, default_export_dir
 from .weights import resolve_checkpoint, sha256_of

@@ -14,18 +14,25 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, DeviceError
 
 DIRECTIONS = ("a2b", "b2a")
 # The working long side is capped at MAX_ASPECT × S: a 1 × 10000 strip would otherwise become 256 × 2,560,000.
 MAX_ASPECT = 16
 STRIDE = 4  # two stride-2 layers in the generator: its input's height and width are multiples of 4
+# The largest working short side (--size N, and a checkpoint's training size for --size auto): a
+# 4096-px short side is already 16 M pixels, tens of GB of activations for a 64-wide generator. Checked
+# before anything is allocated, so a typo or a hostile config.json costs nothing.
+MAX_SIZE = 4096
+# Decoded images waiting for the device hold at most this many pixels (at least one image): three
+# 9,000 × 9,000 photos decoded ahead would otherwise hold 1.5 GB before the first is translated.
+AHEAD_PIXELS = 48_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,6 +49,10 @@ class Translation:
     original: Any         # PIL.Image RGB: the decoded input, EXIF orientation applied
     direction: str        # "a2b" or "b2a"
     source: Path | None = None  # the file it came from, if any
+    # The input's colour metadata (data.colour_metadata: an RGB ICC profile, PNG's sRGB, gamma and
+    # chromaticities), also in ``image.info`` and ``content.info``: saving those as PNG or TIFF keeps the
+    # profile; JPEG and WebP need ``icc_profile=result.image.info.get("icc_profile")``.
+    colour: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -108,19 +119,21 @@ def attention_overlay(photo: Any, mask: np.ndarray) -> Any:
 
 
 def parse_size(spec: str | int) -> str | int:
-    """``"auto"``, ``"native"`` or a short side in pixels (a multiple of 4, at least 8)."""
+    """``"auto"``, ``"native"`` or a short side in pixels (a multiple of 4, from 8 to MAX_SIZE)."""
     if isinstance(spec, int) and not isinstance(spec, bool):
         value = spec
     else:
         text = str(spec).strip().lower()
         if text in ("auto", "native"):
             return text
-        if not text.isdigit():
+        # isascii: str.isdigit() accepts "²" and other digits int() refuses; the length keeps int()
+        # away from its 4,300-digit limit
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
             raise ConfigError(f"size must be 'auto', 'native' or a number of pixels, got {spec!r}")
         value = int(text)
-    if value < 8 or value % 4:
-        raise ConfigError(f"size must be a multiple of 4 and at least 8 pixels, got {value}; "
-                          f"try {max(8, value // 4 * 4)}")
+    if value < 8 or value % 4 or value > MAX_SIZE:
+        hint = min(MAX_SIZE, max(8, value // 4 * 4))
+        raise ConfigError(f"size must be a multiple of 4 from 8 to {MAX_SIZE} pixels, got {value}; try {hint}")
     return value
 
 
@@ -198,10 +211,19 @@ def compose(item: "Prepared", mask: np.ndarray, content: np.ndarray, direction: 
     np.add(out, full, out=out)                                                 # x + m · (c − x)
     np.rint(out, out=out)
     image = Image.fromarray(np.clip(out, 0, 255, out=out).astype(np.uint8), "RGB")
+    return finish(item, image, m[..., 0], content_image, direction)
+
+
+def finish(item: "Prepared", image: Any, mask: np.ndarray, content: Any, direction: str) -> Translation:
+    """The :class:`Translation` of a blended ``image`` (PIL RGB) and its ``mask`` (H, W), as both backends
+    make it: the input's transparency put back, and its colour metadata carried over (the pixels are in
+    the input's colour space, so the outputs say so, as the input did)."""
     if item.alpha is not None:
         image.putalpha(item.alpha)
-    return Translation(image=image, mask=np.ascontiguousarray(m[..., 0]), content=content_image,
-                       original=item.original, direction=direction, source=item.source)
+    image.info.update(item.colour)
+    content.info.update(item.colour)
+    return Translation(image=image, mask=np.ascontiguousarray(mask), content=content, original=item.original,
+                       direction=direction, source=item.source, colour=dict(item.colour))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,28 +239,29 @@ class Prepared:
     alpha: Any                  # PIL L or None
     source: Path | None
     work: tuple[int, int]       # (h, w) the network sees
+    colour: dict[str, Any] = field(default_factory=dict)  # colour metadata to carry to the outputs
 
 
-def _decode(image: Any) -> tuple[Any, Any, Path | None]:
-    """(PIL RGB, alpha or None, source path) for a path, a PIL image, an array or a tensor."""
+def _decode(image: Any) -> tuple[Any, Any, Path | None, dict[str, Any]]:
+    """(PIL RGB, alpha or None, source path, colour metadata) for a path, a PIL image, an array or a tensor."""
     from PIL import Image, ImageOps
 
-    from .data import load_image, to_rgb
+    from .data import colour_metadata, load_image, to_rgb
 
     if isinstance(image, (str, os.PathLike)):
         loaded = load_image(image)
-        return loaded.rgb, loaded.alpha, loaded.path
+        return loaded.rgb, loaded.alpha, loaded.path, loaded.colour
     if isinstance(image, Image.Image):
         rgb, alpha = to_rgb(ImageOps.exif_transpose(image) or image)
-        return rgb, alpha, None
+        return rgb, alpha, None, colour_metadata(image)
     torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported: never import it here
     if torch is not None and isinstance(image, torch.Tensor):
         image = image.detach().cpu()
         if image.is_floating_point():
             image = image.float()  # numpy has no bfloat16
-        return _from_array(image.numpy(), channels_first=True), None, None
+        return _from_array(image.numpy(), channels_first=True), None, None, {}
     if isinstance(image, np.ndarray):
-        return _from_array(image, channels_first=False), None, None
+        return _from_array(image, channels_first=False), None, None, {}
     raise DataError(f"cannot translate a {type(image).__name__}; pass a file path, a PIL image, "
                     "a (3, H, W) tensor or an (H, W, 3) array")
 
@@ -273,8 +296,9 @@ _END = object()
 class TranslatorBase:
     """Decoding, sizing, batching and naming, shared by the PyTorch and onnxruntime translators.
 
-    A backend sets the attributes below and implements ``_run(items, direction)``: one forward pass
-    for :class:`Prepared` inputs of equal working size, returning a :class:`Translation` for each.
+    A backend sets the attributes below and implements ``_forward_and_compose(items, direction)``: one
+    forward pass for :class:`Prepared` inputs of equal working size, then a :class:`Translation` for
+    each; and ``_is_out_of_memory(exc)``, which recognises its runtime's allocation failures.
     """
 
     image_size: int                 # the checkpoint's training size, S
@@ -282,10 +306,13 @@ class TranslatorBase:
     direction: str                  # the default direction
     size: str | int                 # "auto", "native" or a short side in pixels
     checkpoint: Any                 # where the weights came from (path, step), for the CLI's header line
+    device: Any                     # where the network runs: a torch.device, or "cpu" / "cuda" (onnxruntime)
 
     def __init__(self, *, image_size: int, domains: tuple[str, str], direction: str, size: str | int,
                  checkpoint: Any) -> None:
         self.image_size = int(image_size)
+        if not 8 <= self.image_size <= MAX_SIZE:
+            raise ConfigError(f"image_size must be from 8 to {MAX_SIZE} pixels, got {image_size}")
         self.domains = (str(domains[0]), str(domains[1]))
         self.direction = check_direction(direction)
         self.size = parse_size(size)
@@ -322,19 +349,20 @@ class TranslatorBase:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}")
         direction = check_direction(direction or self.direction)
+        per_pass = self.images_per_pass(batch_size)
         workers = workers or max(1, min(4, os.cpu_count() or 1))
-        window = max(2 * batch_size, 2 * workers)  # decoded images kept ahead: bounds memory on big photos
+        window = max(2 * per_pass, 2 * workers)  # decoded images kept ahead, also bounded by AHEAD_PIXELS
         pending = iter(images)
-        decoding: deque = deque()
+        decoding: deque = deque()  # (input, future, its pixel count from the file header)
         groups: dict[tuple[int, int], list[tuple[Any, Prepared]]] = {}
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aggan-decode")
 
         def refill() -> None:
-            while len(decoding) < window:
+            while len(decoding) < window and (not decoding or sum(n for *_, n in decoding) < AHEAD_PIXELS):
                 image = next(pending, _END)
                 if image is _END:
                     return
-                decoding.append((image, pool.submit(self._prepare, image)))
+                decoding.append((image, pool.submit(self._prepare, image), _pixel_count(image)))
 
         def flush(key: tuple[int, int]) -> Iterator[tuple[Any, Translation]]:
             group = groups.pop(key)
@@ -344,7 +372,7 @@ class TranslatorBase:
         try:
             refill()
             while decoding:
-                image, future = decoding.popleft()
+                image, future, _ = decoding.popleft()
                 refill()
                 try:
                     item = future.result()
@@ -352,7 +380,7 @@ class TranslatorBase:
                     yield image, exc
                     continue
                 groups.setdefault(item.work, []).append((image, item))
-                if len(groups[item.work]) >= batch_size:
+                if len(groups[item.work]) >= per_pass:
                     yield from flush(item.work)
                 elif sum(len(g) for g in groups.values()) > window:
                     yield from flush(next(iter(groups)))  # many different sizes: the oldest group goes
@@ -361,11 +389,71 @@ class TranslatorBase:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _prepare(self, image: Any) -> Prepared:
-        rgb, alpha, source = _decode(image)
-        pixels = np.asarray(rgb, dtype=np.uint8).copy()  # (H, W, 3); a writable copy, as torch.from_numpy wants
-        height, width = pixels.shape[:2]
-        return Prepared(pixels, rgb, alpha, source, working_size(height, width, self.size, self.image_size))
+    def images_per_pass(self, batch_size: int) -> int:
+        """How many images share a forward pass: one on the CPU, up to ``batch_size`` elsewhere.
 
-    def _run(self, items: list[Prepared], direction: str) -> list[Translation]:  # pragma: no cover - abstract
+        On the CPU a batch buys nothing (one 256-px image keeps every core busy; docs/translate.md),
+        oneDNN picks other kernels for a batch of one than for larger ones when a model has few channels
+        (so ``--batch-size`` would change pixels), and large photos batched together multiply memory."""
+        return 1 if str(self.device).split(":")[0] == "cpu" else batch_size
+
+    def _prepare(self, image: Any) -> Prepared:
+        rgb, alpha, source, colour = _decode(image)
+        try:
+            pixels = np.asarray(rgb, dtype=np.uint8).copy()  # (H, W, 3); writable, as torch.from_numpy wants
+        except MemoryError:
+            raise DataError(f"{source or 'an image'}: not enough memory for its {rgb.width}×{rgb.height} pixels; "
+                            "resize it first") from None
+        height, width = pixels.shape[:2]
+        return Prepared(pixels, rgb, alpha, source, working_size(height, width, self.size, self.image_size), colour)
+
+    def _run(self, items: list[Prepared], direction: str) -> list[Translation]:
+        """One forward pass for images of equal working size, then a full-resolution blend per image;
+        running out of memory anywhere in it is one DeviceError that says how big the request was."""
+        try:
+            return self._forward_and_compose(items, direction)
+        except Exception as exc:  # onnxruntime's errors are not RuntimeErrors: each backend recognises its own
+            if not (isinstance(exc, MemoryError) or self._is_out_of_memory(exc)):
+                raise
+            raise self._out_of_memory(items) from None
+
+    def _out_of_memory(self, items: list[Prepared]) -> DeviceError:
+        """Out of memory, with how big the request was and what to lower."""
+        height, width = items[0].work
+        largest_height, largest_width = max((item.pixels.shape[:2] for item in items), key=lambda hw: hw[0] * hw[1])
+        count = len(items)
+        lower = []
+        if count > 1:
+            lower.append(f"--batch-size (now {count} images per pass; 1 is the least memory)")
+        if self.size == "native":
+            lower.append("--size: use auto or N instead of native")
+        elif height * width > 1_000_000:
+            lower.append(f"--size (now {self.size}: the network runs at {width}×{height})")
+        if not lower:  # the network is small: the full-resolution blend of a very large photo
+            lower.append("the size of the photo (resize it)")
+        return DeviceError(f"out of memory on {self.device} translating {count} image(s) of up to "
+                           f"{largest_width}×{largest_height} px with the network at {width}×{height}; "
+                           f"lower {' or '.join(lower)}")
+
+    def _forward_and_compose(self, items: list[Prepared], direction: str) -> list[Translation]:  # pragma: no cover
         raise NotImplementedError
+
+    def _is_out_of_memory(self, exc: Exception) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _pixel_count(image: Any) -> int:
+    """Pixels of an input before decoding it (a file's header only); 0 when unknown."""
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image
+
+        try:
+            with Image.open(image) as im:
+                return im.width * im.height
+        except Exception:  # noqa: BLE001 - unreadable: decoding says why
+            return 0
+    shape = getattr(image, "shape", None)  # an (H, W, 3) array or a (3, H, W) / (1, 3, H, W) tensor
+    if shape is not None:
+        return int(np.prod(shape[-3:])) // 3
+    size = getattr(image, "size", None)  # a PIL image
+    return size[0] * size[1] if isinstance(size, tuple) and len(size) == 2 else 0

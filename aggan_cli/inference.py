@@ -21,14 +21,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
-from .errors import ConfigError, DeviceError
-from .imaging import Prepared, Translation, TranslatorBase, check_direction, pad_mode, padded_size, parse_size
+from .errors import CheckpointError, ConfigError
+from .imaging import (MAX_SIZE, Prepared, Translation, TranslatorBase, check_direction, finish, pad_mode, padded_size,
+                      parse_size)
 
 # On the CPU, working images of at least this many pixels run channels-last: 6 % faster at 256², 30 %
 # at 1024², but 12 % slower at 64² (docs/performance.md). The weights stay as they are.
@@ -112,6 +112,10 @@ class Translator(TranslatorBase):
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         g_ab, g_ba, run = load_generators(path, dev)
+        if run.model_config.image_size > MAX_SIZE:  # --size auto would run the network at that short side
+            raise CheckpointError(f"{run.path / 'config.json'} says image_size {run.model_config.image_size}, "
+                                  f"more than the {MAX_SIZE}-pixel maximum aggan translates at; the checkpoint is "
+                                  "damaged")
         return cls(g_ab, g_ba, image_size=run.model_config.image_size, domains=run.domains, device=dev,
                    dtype=dtype, direction=direction, size=size, checkpoint=run)
 
@@ -123,8 +127,7 @@ class Translator(TranslatorBase):
         return describe_device(self.device)
 
     @torch.inference_mode()
-    def _run(self, items: list[Prepared], direction: str) -> list[Translation]:
-        """One forward pass for images of equal working size, then a full-resolution blend per image."""
+    def _forward_and_compose(self, items: list[Prepared], direction: str) -> list[Translation]:
         height, width = items[0].work
         full = [torch.from_numpy(item.pixels).permute(2, 0, 1).to(self.device, non_blocking=True).float()
                 for item in items]                                                      # (3, H, W) in [0, 255]
@@ -132,21 +135,10 @@ class Translator(TranslatorBase):
         x = _pad(x, *padded_size(height, width))                                         # (B, 3, h4, w4)
         if self.channels_last or (self.device.type == "cpu" and height * width >= CPU_NHWC_PIXELS):
             x = x.contiguous(memory_format=torch.channels_last)  # an NHWC input makes every conv run NHWC
-        # On the CPU a batch buys nothing (one 256-px image keeps every core busy; docs/translate.md) and
-        # oneDNN picks other kernels for a batch of one than for larger batches when a model has few
-        # channels, so one image per pass keeps the CPU's results independent of --batch-size, bit for bit.
-        step = 1 if self.device.type == "cpu" else len(items)
-        g = self.generators[direction]
-        try:
-            with autocast(self.device, self.dtype):
-                outs = [g(x[i:i + step]) for i in range(0, len(items), step)]
-        except Exception as exc:
-            error = _out_of_memory(exc, len(items), height, width)
-            if error is None:
-                raise
-            raise error from None
-        mask = torch.cat([o.mask for o in outs])[..., :height, :width].float()        # (B, 1, h, w) in [0, 1]
-        content = torch.cat([o.content for o in outs])[..., :height, :width].float()  # (B, 3, h, w) in [-1, 1]
+        with autocast(self.device, self.dtype):  # one pass: translate_many sends one image at a time on the CPU
+            out = self.generators[direction](x)
+        mask = out.mask[..., :height, :width].float()        # (B, 1, h, w) in [0, 1]
+        content = out.content[..., :height, :width].float()  # (B, 3, h, w) in [-1, 1]
         return [self._compose(item, f, mask[i:i + 1], content[i:i + 1], direction)
                 for i, (item, f) in enumerate(zip(items, full))]
 
@@ -162,11 +154,14 @@ class Translator(TranslatorBase):
         content_image = _to_pil(c.round().to(torch.uint8))
         # In place, on 12-MP photos every full-size temporary costs tens of milliseconds.
         out = c.sub_(full).mul_(m).add_(full).round_().clamp_(0, 255).to(torch.uint8)  # x + m · (c − x)
-        image = _to_pil(out)
-        if item.alpha is not None:
-            image.putalpha(item.alpha)
-        return Translation(image=image, mask=np.ascontiguousarray(m[0].cpu().numpy()), content=content_image,
-                           original=item.original, direction=direction, source=item.source)
+        return finish(item, _to_pil(out), m[0].cpu().numpy(), content_image, direction)
+
+    def _is_out_of_memory(self, exc: Exception) -> bool:
+        """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError (MemoryError is caught for every backend)."""
+        oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+        text = str(exc)
+        return isinstance(exc, oom) or (isinstance(exc, RuntimeError)
+                                        and ("can't allocate memory" in text or "out of memory" in text))
 
 
 def _to_pil(image: Tensor) -> Any:
@@ -175,11 +170,3 @@ def _to_pil(image: Tensor) -> Any:
 
     return Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy(), "RGB")
 
-
-def _out_of_memory(exc: Exception, count: int, height: int, width: int) -> DeviceError | None:
-    """A DeviceError with advice if ``exc`` is running out of memory, else None."""
-    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    if isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
-        return DeviceError(f"out of memory translating {count} image(s) at {width}×{height} px; use --batch-size 1, "
-                           "or --size auto instead of native (or a smaller --size)")
-    return None

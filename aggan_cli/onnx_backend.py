@@ -276,9 +276,9 @@ class OnnxTranslator(TranslatorBase):
 
     # -- translation
 
-    def _run(self, items: list[Prepared], direction: str) -> list[Translation]:
+    def _forward_and_compose(self, items: list[Prepared], direction: str) -> list[Translation]:
         """One forward pass for images of equal working size, then a full-resolution blend per image:
-        the torch path's ``Translator._run`` in numpy, step by step."""
+        the torch path's ``Translator._forward_and_compose`` in numpy, step by step."""
         self._open(direction)
         session = self._sessions[direction]
         height, width = items[0].work
@@ -286,18 +286,14 @@ class OnnxTranslator(TranslatorBase):
         x = np.stack([resize_planes(f, (height, width)) for f in full])               # (B, 3, h, w)
         x = x / np.float32(127.5) - np.float32(1.0)                                    # in [-1, 1]
         x = np.ascontiguousarray(pad_planes(x, *padded_size(height, width)))           # (B, 3, h4, w4)
-        # One image per run on the CPU, as the torch path (results independent of the batch size).
-        step = len(items) if self.device == "cuda" else 1
-        try:
-            outs = [session.run(list(OUTPUT_NAMES), {INPUT_NAME: x[i:i + step]}) for i in range(0, len(items), step)]
-        except Exception as exc:  # onnxruntime raises its own exception types, all RuntimeError-like
-            if "alloc" in str(exc).lower():
-                raise DeviceError(f"out of memory translating {len(items)} image(s) at {width}×{height} px; "
-                                  f"use --batch-size 1, or --size auto instead of native") from None
-            raise
-        mask = np.concatenate([o[0] for o in outs])[..., :height, :width]              # (B, 1, h, w) in [0, 1]
-        content = np.concatenate([o[1] for o in outs])[..., :height, :width]           # (B, 3, h, w) in [-1, 1]
+        # one run: translate_many sends one image at a time on the CPU, as for the torch path
+        mask, content = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        mask, content = mask[..., :height, :width], content[..., :height, :width]      # (B, 1|3, h, w)
         return [compose(item, mask[i], content[i], direction) for i, item in enumerate(items)]
+
+    def _is_out_of_memory(self, exc: Exception) -> bool:
+        """onnxruntime's own exception types (not RuntimeErrors) say "Failed to allocate memory" / "bad allocation"."""
+        return "alloc" in str(exc).lower()
 
 
 def _session(ort, path: Path, providers: list[str], options=None):

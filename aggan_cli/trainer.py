@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
-                         os_reason, save_run)
+                         save_run)
 from .config import ModelConfig, TrainConfig
 from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, TrainingError, os_reason
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN
 

@@ -86,6 +86,15 @@ def test_bench_refuses_what_the_machine_lacks():
     assert result.exit_code == 1 and "multiple of 4" in result.output
 
 
+def test_bench_refuses_a_size_beyond_the_bound_before_allocating():
+    # --size 100000 used to allocate a 100,000² batch (and swap or fail with a traceback); now one line
+    # before anything is built, whatever the model-size bounds of ModelConfig
+    result = runner.invoke(app, ["bench", *BENCH_TINY, "--size", "100000"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert "--size" in errors[0] and "4096" in errors[0] and "aggan bench" not in result.output
+
+
 def test_train_in_bf16_with_channels_last_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)

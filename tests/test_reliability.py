@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import aggan_cli.checkpoint as checkpoint
@@ -518,7 +519,7 @@ def _damage(run: Path, kind: str, marker: Path) -> Path:
             else:
                 tensors["g_ab.backdoor.weight"] = torch.zeros(2)
             weights.unlink()
-            checkpoint.save_tensors(weights, tensors, meta)
+            save_file(tensors, weights, metadata=meta)
     elif kind == "config.json missing":
         config.unlink()
     elif kind == "malformed config.json":
