@@ -208,6 +208,10 @@ class OnnxTranslator(TranslatorBase):
         self.expected_sha256, self.source = expected_sha256, source
         self._sessions: dict[str, Any] = {}
         self.info: dict[str, ExportInfo] = {}
+        # A failed run comes back as an exception, which becomes one line (out of memory: TranslatorBase);
+        # onnxruntime would also log it to stderr itself, a second, raw line.
+        self._quiet_run = self._ort.RunOptions()
+        self._quiet_run.log_severity_level = 4  # fatal only
         first = self._open(check_direction(direction))  # the other direction opens on first use
         super().__init__(image_size=first.image_size, domains=first.domains, direction=direction, size=size,
                          checkpoint=first)
@@ -287,7 +291,7 @@ class OnnxTranslator(TranslatorBase):
         x = x / np.float32(127.5) - np.float32(1.0)                                    # in [-1, 1]
         x = np.ascontiguousarray(pad_planes(x, *padded_size(height, width)))           # (B, 3, h4, w4)
         # one run: translate_many sends one image at a time on the CPU, as for the torch path
-        mask, content = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        mask, content = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x}, self._quiet_run)
         mask, content = mask[..., :height, :width], content[..., :height, :width]      # (B, 1|3, h, w)
         return [compose(item, mask[i], content[i], direction) for i, item in enumerate(items)]
 

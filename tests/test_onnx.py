@@ -329,6 +329,30 @@ def test_the_onnxruntime_path_never_imports_torch(demo_home, demo_export, tmp_pa
     assert np.abs(gray(Image.open(tmp_path / "t/photo.png")) - gray(want.image)).max() <= 1
 
 
+def test_running_out_of_memory_on_onnxruntime_is_one_line_with_the_sizes(demo_home, tmp_path):
+    """A real allocation failure inside onnxruntime (the process may use 600 MB more than it needs to
+    start; the demo network at full resolution on a 2,000 × 2,000 photo needs more): one line with the
+    sizes and what to lower, as on PyTorch, and none of onnxruntime's own log lines."""
+    photo = write_rgb(tmp_path / "big.png", (2000, 2000))
+    code = f"""
+        import resource
+        import PIL.Image, PIL.PngImagePlugin, rich.progress, onnxruntime, numpy
+        import aggan_cli.cli, aggan_cli.data, aggan_cli.imaging, aggan_cli.onnx_backend, aggan_cli.translate_cli
+        size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + 600_000_000, resource.RLIM_INFINITY))
+        sys.argv = ["aggan", "translate", {str(photo)!r}, "--size", "native", "--backend", "onnxruntime",
+                    "--device", "cpu", "--out", "out"]
+        aggan_cli.cli.main()
+    """
+    done = run_without_torch(code, tmp_path, {"AGGAN_HOME": str(demo_home[0]), "OMP_NUM_THREADS": "1"})
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "out of memory on cpu translating 1 image(s) of up to 2000×2000 px" in errors[0]
+    assert "--size" in errors[0] and "--batch-size" not in errors[0]  # the CPU already runs one at a time
+    assert "onnxruntime:" not in done.stderr and "ExecuteKernel" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout == "" and not (tmp_path / "out").exists()
+
+
 def test_the_blocker_does_block_torch(tmp_path):
     """The test above proves something only if the blocker works."""
     done = run_without_torch("import torch.nn", tmp_path)
