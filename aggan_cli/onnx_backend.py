@@ -29,7 +29,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CheckpointError, ConfigError, DeviceError, WeightsError
-from .imaging import (STRIDE, Prepared, Translation, TranslatorBase, check_direction, compose,
+from .imaging import (MAX_SIZE, STRIDE, Prepared, Translation, TranslatorBase, check_direction, compose,
                       pad_planes, padded_size, parse_size, resize_planes)
 
 EXPORT_FORMAT = 1
@@ -91,9 +91,12 @@ class ExportInfo:
                        image_size=int(meta["aggan.image_size"]), step=int(meta["aggan.checkpoint_step"]),
                        checkpoint_sha256=meta["aggan.checkpoint_sha256"], model=json.loads(meta["aggan.model"]),
                        aggan_version=meta["aggan.version"])
-        except (KeyError, ValueError) as exc:  # ConfigError (a bad direction) is a ValueError too
-            raise CheckpointError(f"{path} has damaged aggan metadata ({exc}); export it again with "
+        except (KeyError, ValueError, RecursionError) as exc:  # ConfigError (a bad direction) is a ValueError too
+            raise CheckpointError(f"{path} has damaged aggan metadata ({str(exc)[:200]}); export it again with "
                                   f"`aggan export`") from None
+        if not 8 <= info.image_size <= MAX_SIZE:  # --size auto would run the network at that short side
+            raise CheckpointError(f"{path} says aggan.image_size {info.image_size}, outside the 8 to {MAX_SIZE} "
+                                  f"pixels aggan translates at; the export is damaged: export it again")
         if meta.get("aggan.normalisation", NORMALISATION) != NORMALISATION:
             raise CheckpointError(f"{path} expects inputs scaled as {meta['aggan.normalisation']!r}, which this "
                                   f"aggan does not know; upgrade: pip install -U aggan")

@@ -270,6 +270,21 @@ def test_an_export_from_an_earlier_save_is_refused_unless_named_directly(trained
     assert old.checkpoint.checkpoint_sha256 == sha256_of(trained["instance"] / "model.safetensors")
 
 
+@pytest.mark.parametrize("key, value, fragment", [
+    ("aggan.image_size", "400000", "aggan.image_size 400000"),  # --size auto would run the network at that
+    ("aggan.model", "[" * 100_000 + "]" * 100_000, "damaged aggan metadata"),  # json.loads: RecursionError
+], ids=["huge training size", "deeply nested model"])
+def test_an_export_with_hostile_metadata_is_refused_in_one_line(demo_export, tmp_path, key, value, fragment):
+    model = onnx.load(demo_export / "g_ab.onnx")
+    next(p for p in model.metadata_props if p.key == key).value = value
+    onnx.save(model, tmp_path / "g_ab.onnx")
+    photo = write_rgb(tmp_path / "p.png", (32, 32))
+    result = aggan("translate", photo, "--ckpt", tmp_path / "g_ab.onnx", "--backend", "onnxruntime", "--out",
+                   tmp_path / "out")
+    assert_one_line_error(result, str(tmp_path / "g_ab.onnx"), fragment, "export it again")
+    assert not (tmp_path / "out").exists()
+
+
 def test_onnxruntime_backend_refuses_reduced_precision_and_other_devices(demo_export):
     with pytest.raises(ConfigError, match="fp32"):
         OnnxTranslator.load(demo_export, precision="bf16")
