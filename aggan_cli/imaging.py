@@ -447,6 +447,8 @@ def _pixel_count(image: Any) -> int:
     if isinstance(image, (str, os.PathLike)):
         from PIL import Image
 
+        if not os.path.isfile(image):
+            return 0  # missing, a folder, or a FIFO (opening one waits forever): decoding says what it is
         try:
             with Image.open(image) as im:
                 return im.width * im.height

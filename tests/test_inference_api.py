@@ -202,6 +202,29 @@ def test_decoded_images_waiting_for_the_device_are_bounded_by_their_pixels(ckpts
     assert done == len(paths)
 
 
+def test_a_fifo_among_the_inputs_is_reported_without_being_opened(ckpts, tmp_path):
+    """translate_many reads each file's header to bound the pixels decoded ahead; opening a FIFO for that
+    waited forever for a writer. Run in a subprocess, so that the hang fails the test instead of hanging it."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    os.mkfifo(tmp_path / "pipe.png")
+    photo = write_rgb(tmp_path / "photo.png", (40, 30))
+    script = textwrap.dedent(f"""
+        from aggan_cli import Translator
+        t = Translator.load({str(ckpts["random"])!r}, device="cpu")
+        for image, result in t.translate_many([{str(tmp_path / "pipe.png")!r}, {str(photo)!r}], workers=1):
+            print(type(result).__name__, result if isinstance(result, Exception) else result.size)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [f"DataError {tmp_path / 'pipe.png'} is not a regular file (a pipe, socket or "
+                                        "device), not an image", "Translation (40, 30)"]
+
+
 def test_running_out_of_memory_says_how_big_the_request_was_and_what_to_lower(ckpts, tmp_path):
     """A real allocation failure: the process may use 600 MB more than it needs to start, and the
     network at full resolution on a 4,000 × 4,000 photo needs several GB."""
