@@ -27,6 +27,9 @@ from .config import ModelConfig
 from .errors import AgganError, ConfigError
 
 STARTUP_TIMEOUT = 600  # seconds for one translate process: a slow machine, never a hang
+# The largest --photo-size: a 10,000 × 7,500 photo is 75 M pixels, under the 89 M-pixel limit beyond
+# which translate refuses to decode; --photo-size 100000 would first allocate 90 GB to make the photo.
+MAX_PHOTO_SIZE = 10_000
 
 
 def _random_model(mcfg: ModelConfig, seed: int):
@@ -76,8 +79,8 @@ def bench_startup(mcfg: ModelConfig, *, backend: str, photo_size: int, repeats: 
     from .checkpoint import save_run
     from .export import export_onnx
 
-    if photo_size < 8:
-        raise ConfigError(f"--photo-size must be at least 8 pixels, got {photo_size}")
+    if not 8 <= photo_size <= MAX_PHOTO_SIZE:
+        raise ConfigError(f"--photo-size must be from 8 to {MAX_PHOTO_SIZE} pixels, got {photo_size}")
     with tempfile.TemporaryDirectory(prefix="aggan-bench-startup-") as tmp:
         root = Path(tmp)
         model = _random_model(mcfg, seed)

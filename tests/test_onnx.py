@@ -417,3 +417,10 @@ def test_bench_startup_times_a_real_translate_process_to_its_file():
     data = json.loads(result.stdout)
     assert data["startup"]["median"] > 0 and data["photo_size"] == 64
     assert data["inference"] is None and data["train"] is None
+
+
+def test_bench_startup_refuses_a_photo_size_beyond_the_bound_before_making_the_photo():
+    # --photo-size 20000 allocated a 20,000 × 15,000 photo (3.6 GB as floats) and then ran translates that
+    # refuse to decode it; now one line before anything is made
+    result = aggan(*BENCH_TINY, "--only", "startup", "--photo-size", "20000")
+    assert_one_line_error(result, "--photo-size", "10000")
