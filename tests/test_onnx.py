@@ -140,6 +140,37 @@ def test_where_the_mask_is_zero_both_backends_return_the_input_bit_for_bit(split
         assert np.abs(gray(got.image) - gray(want.image)).max() <= 1
 
 
+class RecordedSession:
+    """An onnxruntime session that notes the batch size of every run."""
+
+    def __init__(self, session):
+        self.session, self.batches = session, []
+
+    def run(self, names, feed, *options):
+        self.batches.append(feed["image"].shape[0])
+        return self.session.run(names, feed, *options)
+
+
+def test_the_cpu_runs_one_image_per_pass_on_onnxruntime_too(demo_export, tmp_path, monkeypatch):
+    sizes = [(301, 177), (37, 53), (64, 64), (602, 354), (38, 53)]  # 301×177 and 602×354: both 82×48 at 48 px
+    paths = [write_rgb(tmp_path / f"{i}.png", size, seed=i) for i, size in enumerate(sizes)]
+    t = OnnxTranslator.load(demo_export, device="cpu")
+    single = {p: t.translate(p) for p in paths}
+    t._sessions["a2b"] = recorded = RecordedSession(t._sessions["a2b"])
+    batched = dict(t.translate_many(paths, batch_size=4, workers=2))
+    assert recorded.batches == [1] * len(paths)  # as on PyTorch: --batch-size changes nothing on the CPU
+    for p in paths:
+        assert np.array_equal(gray(batched[p].image), gray(single[p].image)), p.name
+    # where batching is allowed (a GPU), images of equal working size share a run and still come out right
+    monkeypatch.setattr(OnnxTranslator, "images_per_pass", lambda self, batch_size: batch_size)
+    recorded.batches.clear()
+    batched = dict(t.translate_many(paths, batch_size=4, workers=2))
+    assert sorted(recorded.batches) == [1, 1, 1, 2]
+    for p in paths:
+        assert np.abs(gray(batched[p].image) - gray(single[p].image)).max() <= 1, p.name
+        assert np.abs(batched[p].mask - single[p].mask).max() <= MASK_LIMIT, p.name
+
+
 def test_both_directions_and_alpha_match(demo_export, tmp_path):
     torch_t, onnx_t = backends("demo-smile", demo_export)
     path = write_mode(tmp_path / "clear.png", "RGBA", (45, 29))
@@ -342,6 +373,51 @@ def test_the_onnxruntime_path_never_imports_torch(demo_home, demo_export, tmp_pa
     assert Image.open(tmp_path / "t/clear.png").mode == "RGBA"
     want = Translator.load("demo-smile", device="cpu").translate(tmp_path / "photo.jpg")
     assert np.abs(gray(Image.open(tmp_path / "t/photo.png")) - gray(want.image)).max() <= 1
+
+
+def aggan_without_torch(cwd: Path, home: Path, *argv: str) -> subprocess.CompletedProcess:
+    """``aggan ARGV --backend onnxruntime`` in a fresh interpreter where ``import torch`` raises."""
+    code = f"""
+        from aggan_cli.cli import main
+        sys.argv = ["aggan", *{list(argv)!r}, "--backend", "onnxruntime"]
+        try:
+            main()
+        except SystemExit as exit:
+            assert "torch" not in sys.modules
+            sys.exit(exit.code)
+    """
+    return run_without_torch(code, cwd, {"AGGAN_HOME": str(home)})
+
+
+def test_the_output_rules_hold_on_onnxruntime_without_torch(demo_home, tmp_path):
+    """h1's rules on the onnxruntime backend: never over an input, --suffix, --print0, earlier outputs
+    left out, the ICC profile carried, a NaN TIFF named and skipped; all without importing torch."""
+    from test_translate import _profile
+
+    profile = _profile()
+    write_rgb(tmp_path / "photos" / "face.png", (60, 45), icc_profile=profile)
+    values = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
+    values[5, 7] = np.nan
+    Image.fromarray(values, "F").save(tmp_path / "photos" / "scan.tif")
+    before = sorted(p.name for p in (tmp_path / "photos").iterdir())
+
+    refused = aggan_without_torch(tmp_path, demo_home[0], "translate", "photos", "--out", "photos")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 1 and len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "would be written over the input photos/face.png" in errors[0] and "--suffix" in errors[0]
+    assert refused.stdout == "" and sorted(p.name for p in (tmp_path / "photos").iterdir()) == before
+
+    for run in (1, 2):  # the second run finds the first one's output among its inputs, and leaves it out
+        done = aggan_without_torch(tmp_path, demo_home[0], "translate", "photos", "--out", "photos",
+                                   "--suffix", "_smile", "--print0")
+        assert done.returncode == 1, done.stderr  # the NaN TIFF failed, the photo did not
+        assert done.stdout == "photos/face_smile.png\0", (run, done.stdout)
+        assert "skipped: photos/scan.tif has 1 NaN or infinite pixel(s)" in done.stderr
+        assert ("left out 1 earlier output(s)" in done.stderr) == (run == 2), done.stderr
+    with Image.open(tmp_path / "photos" / "face_smile.png") as out:
+        assert out.info.get("icc_profile") == profile and out.info.get("Software") == "aggan translate"
+        assert out.size == (60, 45)
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted([*before, "face_smile.png"])
 
 
 def test_running_out_of_memory_on_onnxruntime_is_one_line_with_the_sizes(demo_home, tmp_path):
