@@ -106,3 +106,16 @@ def test_translate_and_export_masks_outputs_follow_the_umask(tmp_path, mask):
         invoke("export-masks", tmp_path / "in", "--ckpt", ckpt, "--format", "npy", "--out", tmp_path / "out" / "n")
     assert len(list((tmp_path / "out").rglob("*.*"))) == 6
     assert wrong_modes(tmp_path / "out", mask) == {}
+
+
+def test_onnx_exports_and_onnxruntime_outputs_follow_the_umask(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "ckpt")
+    write_rgb(tmp_path / "in" / "p.jpg", (30, 30))
+    mask = 0o002  # group-writable: mkstemp's owner-only 0600 would show
+    with umask(mask):
+        invoke("export", ckpt, "--direction", "a2b", "--out", tmp_path / "out" / "onnx")
+        invoke("translate", tmp_path / "in", "--ckpt", tmp_path / "out" / "onnx", "--backend", "onnxruntime",
+               "--out", tmp_path / "out" / "t")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*")) == [
+        "onnx/g_ab.onnx", "t/p.png"]
+    assert wrong_modes(tmp_path / "out", mask) == {}
