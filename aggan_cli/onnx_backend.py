@@ -141,10 +141,11 @@ def locate_export(ckpt: str | os.PathLike, *, runs_dir: str | os.PathLike | None
 
     spec = os.fspath(ckpt)
     path = Path(spec).expanduser()
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        return path, None
-    if path.is_dir() and any((path / name).is_file() for name in ONNX_FILES.values()):
-        return path, None
+    if spec.strip():  # '' would be the current folder: resolve_checkpoint refuses it below, as for PyTorch
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            return path, None
+        if path.is_dir() and any((path / name).is_file() for name in ONNX_FILES.values()):
+            return path, None
     try:
         found = resolve_checkpoint(spec, runs_dir=runs_dir, cache_dir=cache_dir, offline=True)
     except WeightsError:  # a Hub name that is not in the cache, so it cannot have been exported either

@@ -290,6 +290,15 @@ def test_translating_with_onnxruntime_before_export_says_how_to_export(tmp_path)
                           "aggan export demo-smile")  # the default --ckpt, not exported in this AGGAN_HOME
 
 
+def test_an_empty_ckpt_is_an_error_on_onnxruntime_too_not_the_current_folder(demo_export, tmp_path, monkeypatch):
+    shutil.copy(demo_export / "g_ab.onnx", tmp_path)  # an export in the current folder must not be picked up
+    monkeypatch.chdir(tmp_path)
+    photo = write_rgb(tmp_path / "p.png", (32, 32))
+    result = aggan("translate", photo, "--ckpt", "", "--backend", "onnxruntime", "--out", tmp_path / "out")
+    assert_one_line_error(result, "checkpoint name is empty")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_export_from_an_earlier_save_is_refused_unless_named_directly(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained["instance"], run)
