@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from aggan_cli.cli import app
+from aggan_cli.export import export_onnx
 
 from images import write_checkpoint, write_rgb, write_text, write_truncated_jpeg
 
@@ -48,6 +49,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     write_text(root / "a-file.txt")
     (root / "evil.pt").write_bytes(b"\x80\x04not really")
     write_checkpoint(root / "ckpt")
+    export_onnx(root / "ckpt")  # into ckpt/onnx, where --backend onnxruntime --ckpt CKPT finds it
     (root / "bad.toml").write_text("steps = [\n")
     (root / "unknown.toml").write_text("stepz = 3\n")
     (root / "valid.toml").write_text("steps = 1\nlambda_cycle = 5\n")
@@ -242,7 +244,7 @@ TRANSLATE_VALID = {
     "@inputs": ("image",), "@ckpt": ("tiny",), "@out": ("fresh",),
     "--direction": ("a2b", "b2a"), "--size": ("auto", "native", "32", "8"), "--batch-size": ("1", "4"),
     "--device": ("cpu", "auto"), "--precision": ("auto", "fp32"), "--quiet": ("",), "--suffix": ("", "_x"),
-    "--print0": ("",),
+    "--print0": ("",), "--backend": ("torch", "onnxruntime"),
 }
 TRANSLATE_BAD = {
     "@inputs": ("missing", "glob", "broken", "mixed", "empty", "text", "all-pngs", "link-loop"),
@@ -251,6 +253,7 @@ TRANSLATE_BAD = {
     "--direction": ("sideways",), "--size": ("0", "-8", "31", "abc", "", "100000", "²", "9" * 5000),
     "--batch-size": ("0", "-1", "x"), "--suffix": ("a/b", "\t"),
     "--device": ("cuda", "mps", "gpu", "cuda:3"), "--precision": ("bf16", "fp16", "int8"), "--offline": ("",),
+    "--backend": ("tensorflow",),
 }
 MASKS_VALID = {**TRANSLATE_VALID, "--threshold": ("0.5",), "--format": ("png", "npy"), "--content": ("",),
                "--no-overlay": ("",)}
@@ -311,6 +314,8 @@ def _translate(world, command: str, chosen: dict[str, str]) -> None:
 @example(chosen={"@inputs": "image", "@ckpt": "huge-config", "@out": "fresh"})
 @example(chosen={"@inputs": "image", "@ckpt": "tiny", "@out": "proc"})
 @example(chosen={"@inputs": "image", "@ckpt": "tiny", "@out": "fresh", "--size": "²"})
+@example(chosen={"@inputs": "all-pngs", "@ckpt": "tiny", "@out": "input-folder", "--backend": "onnxruntime"})
+@example(chosen={"@inputs": "mixed", "@ckpt": "tiny", "@out": "fresh", "--backend": "onnxruntime", "--print0": ""})
 @SETTINGS
 def test_translate_misuse_gets_a_clear_answer(world, chosen):
     _translate(world, "translate", chosen)
@@ -320,6 +325,7 @@ def test_translate_misuse_gets_a_clear_answer(world, chosen):
 @example(chosen={"@inputs": "image", "@ckpt": "tiny", "@out": "fresh", "--threshold": "nan"})
 @example(chosen={"@inputs": "broken", "@ckpt": "tiny", "@out": "input-folder", "--content": ""})
 @example(chosen={"@inputs": "image", "@ckpt": "nan-weights", "@out": "fresh"})
+@example(chosen={"@inputs": "image", "@ckpt": "nan-weights", "@out": "fresh", "--backend": "onnxruntime"})
 @example(chosen={"@inputs": "image", "@ckpt": "tiny", "@out": "file-in-the-way"})
 @SETTINGS
 def test_export_masks_misuse_gets_a_clear_answer(world, chosen):
