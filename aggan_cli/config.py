@@ -21,6 +21,16 @@ DISCRIMINATORS = ("patch", "global")
 GAN_LOSSES = ("lsgan", "vanilla")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+# Upper bounds of the architecture, checked before anything is allocated (docs/reliability.md lists
+# them): generous for real use (4x the paper's widths, 3.5x its depth, 16x its image size), small
+# enough that a typo or a hostile config.json fails with one line instead of exhausting memory.
+MAX_NGF = 256
+MAX_NDF = 256
+MAX_BLOCKS = 32
+MIN_SIZE = 32      # the discriminators' stride-2 layers need at least this much
+MAX_SIZE = 4096
+MAX_LOAD_SIZE = 2 * MAX_SIZE  # the resize before the random crop
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -30,6 +40,11 @@ def _check(condition: bool, message: str) -> None:
 def _positive_int(name: str, value: Any) -> None:
     _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
            f"{name} must be a positive whole number, got {value!r}")
+
+
+def _whole_in(name: str, value: Any, low: int, high: int) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+           f"{name} must be a whole number from {low} to {high}, got {value!r}")
 
 
 def _non_negative(name: str, value: Any) -> None:
@@ -62,20 +77,24 @@ class ModelConfig:
     d_layers: int = 3      # PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16
 
     def __post_init__(self) -> None:
-        _positive_int("ngf", self.ngf)
-        _positive_int("ndf", self.ndf)
-        _check(isinstance(self.n_blocks, int) and not isinstance(self.n_blocks, bool) and self.n_blocks >= 0,
-               f"n_blocks must be a whole number >= 0, got {self.n_blocks!r}")
+        _whole_in("ngf", self.ngf, 1, MAX_NGF)
+        _whole_in("ndf", self.ndf, 1, MAX_NDF)
+        _whole_in("n_blocks", self.n_blocks, 0, MAX_BLOCKS)
         _choice("norm", self.norm, NORMS)
         _choice("discriminator", self.discriminator, DISCRIMINATORS)
-        _positive_int("image_size", self.image_size)
-        _check(isinstance(self.d_layers, int) and 1 <= self.d_layers <= 5,
-               f"d_layers must be a whole number from 1 to 5, got {self.d_layers!r}")
+        _whole_in("d_layers", self.d_layers, 1, 5)
+        _check(isinstance(self.image_size, int) and not isinstance(self.image_size, bool),
+               f"size must be a whole number, got {self.image_size!r}")
         _check(self.image_size % 4 == 0,
                f"size must be a multiple of 4 (two stride-2 layers down and up), got {self.image_size}; "
                f"try {max(4, self.image_size // 4 * 4)}")
-        _check(self.image_size >= 32,
-               f"size must be at least 32 pixels for the discriminators, got {self.image_size}")
+        _check(self.image_size >= MIN_SIZE,
+               f"size must be at least {MIN_SIZE} pixels for the discriminators, got {self.image_size}")
+        _check(self.image_size <= MAX_SIZE,
+               f"size must be at most {MAX_SIZE} pixels, got {self.image_size}")
+        patch_minimum = 3 * 2 ** self.d_layers  # each stride-2 layer halves; the two last convs need 3 px
+        _check(self.discriminator != "patch" or self.image_size >= patch_minimum,
+               f"d_layers {self.d_layers} needs a size of at least {patch_minimum} pixels, got {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +153,9 @@ class TrainConfig:
         for name in ("epochs", "steps", "workers", "load_size"):
             value = getattr(self, name)
             if value is not None:
-                if name == "workers":
+                if name == "load_size":
+                    _whole_in(name, value, 1, MAX_LOAD_SIZE)
+                elif name == "workers":
                     _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                            f"workers must be a whole number >= 0, got {value!r}")
                 else:
