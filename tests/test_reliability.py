@@ -166,39 +166,59 @@ def _generations(run: Path) -> set[str]:
         return set()
 
 
-def test_sigkill_at_random_moments_always_resumes(tmp_path):
-    """Kill a real `aggan train` with SIGKILL 12 times: at seeded random moments, and every other time
-    at a seeded random moment *inside* a checkpoint write (as soon as its .ckpt-* folder shows). Every
-    time: the run resumes; the step never goes back by more than one save interval from what the
-    killed process had reached; only whole, consistent files are read. Finally the resumed weights
+def _freeze_inside_a_save(process, run: Path, old: set[str]) -> None:
+    """Stop ``process`` (SIGSTOP) at a moment when one of its checkpoint writes is under way: watch for a
+    new .ckpt-* folder, stop the process, and look again; if the save finished in between, let it go on
+    (SIGCONT) and catch the next one. Events, not durations: this holds however loaded the machine is."""
+    while True:
+        wait_for(lambda: bool(_generations(run) - old), process, what="a checkpoint write")
+        process.signal(signal.SIGSTOP)
+        if _generations(run) - old:
+            return
+        process.signal(signal.SIGCONT)
+
+
+def test_sigkill_at_random_moments_always_resumes(tmp_path, monkeypatch):
+    """Kill a real `aggan train` with SIGKILL 12 times: after a seeded random number of steps, and every
+    other time frozen (SIGSTOP) inside a checkpoint write. Every time: the run resumes; the step never
+    goes back by more than one save interval from what the killed process had reached; only whole,
+    consistent files are read. A kill before the first save completed is legal too: then --resume
+    says there is nothing to resume and the next start is a fresh one. Finally the resumed weights
     equal those of a run that was never killed: nothing was lost on the way."""
+    monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)
     run = tmp_path / "runs" / "smile"
     save_every = 2
-    args = ["train", a, b, "--steps", "400", "--save-every", save_every, "--log-every", "1", "--sample-every", "1000",
-            *TINY]
+    args = ["train", a, b, "--steps", "100000", "--save-every", save_every, "--log-every", "1", "--sample-every",
+            "100000", *TINY]
     rng = random.Random(1234)
-    kept, kills, mid_save = 0, 0, 0
+    kept, mid_save, fresh_starts = 0, 0, 0
     for cycle in range(12):
         resume = ["--resume"] if checkpoint.has_checkpoint(run) else []
+        fresh_starts += not resume
         old = _generations(run)  # what earlier kills left, until the next save sweeps it away
+        started = time.time()
         process = start([*args, *resume], tmp_path)
-        wait_for(lambda: max(metrics_steps(run), default=0) > kept, process, what="a training step after resuming")
         if cycle % 2:
-            wait_for(lambda: bool(_generations(run) - old), process, what="a checkpoint write")
-            time.sleep(rng.uniform(0.0, 0.01))
+            _freeze_inside_a_save(process, run, old)
         else:
-            time.sleep(rng.uniform(0.0, 0.5))
+            target = kept + rng.randint(1, 3 * save_every)
+            wait_for(lambda: max(metrics_steps(run, since=started), default=0) >= target, process,
+                     what=f"step {target}")
+            time.sleep(rng.uniform(0.0, 0.05))  # somewhere in a later step: any moment is a legal one
         process.kill()
         assert process.wait() == -signal.SIGKILL
-        kills += 1
-        reached = max(metrics_steps(run), default=0)  # the killed process logged every step it finished
+        reached = max(metrics_steps(run, since=started), default=kept)  # every step the killed process finished
         mid_save += bool(_generations(run) - old)
+        if not checkpoint.has_checkpoint(run):
+            assert kept == 0 and reached <= save_every, (kept, reached)  # it never finished its first save
+            assert_one_line_error(aggan("train", "--name", "smile", "--resume"), "nothing to resume", "drop --resume")
+            continue
         found = find_save(run, need_state=True)
         assert found.step >= kept, "a resume went back past a checkpoint it had already loaded"
         assert found.step >= reached - save_every, (found.step, reached)
         kept = found.step
-    assert kills >= 10 and mid_save >= 3 and kept > 0
+    assert mid_save >= 6 and kept > 0, (mid_save, kept)
     # the killed-and-resumed run, continued in this process to one step past the last kill, matches a
     # run trained without interruption: resume is exact, nothing was lost on the way
     saved = find_save(run).config
@@ -210,7 +230,24 @@ def test_sigkill_at_random_moments_always_resumes(tmp_path):
     straight.fit(stop_at=kept + 1)
     for (name, p), (_, q) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(p, q), name
-    print(f"{kills} kills, {mid_save} inside a save, resumed up to step {kept}")
+    print(f"12 kills, {mid_save} inside a save, {fresh_starts} fresh starts, resumed up to step {kept}")
+
+
+def test_a_kill_before_the_first_save_leaves_nothing_to_resume_and_a_fresh_start_works(tmp_path, monkeypatch):
+    """SIGKILL after a few steps, long before the first save: --resume answers "nothing to resume" in one
+    line, and the same command without --resume starts the run afresh (the dead run's lock taken over)."""
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    run = tmp_path / "runs" / "smile"
+    process = start(["train", a, b, "--steps", "5000", "--save-every", "1000", "--log-every", "1", *TINY], tmp_path)
+    wait_for(lambda: max(metrics_steps(run), default=0) >= 2, process, what="two training steps")
+    process.kill()
+    assert process.wait() == -signal.SIGKILL
+    assert not checkpoint.has_checkpoint(run)
+    assert_one_line_error(aggan("train", "--name", "smile", "--resume"), "nothing to resume", "drop --resume")
+    again = aggan("train", a, b, "--steps", "2", "--log-every", "1", *TINY)
+    assert again.exit_code == 0, again.output
+    assert _resume_step(run) == 2 and metrics_steps(run) == [1, 2]  # the dead run's lines are gone
 
 
 def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
@@ -220,7 +257,7 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
     run = tmp_path / "runs" / "smile"
     process = start_executable(["train", a, b, "--steps", "5000", "--save-every", "1000", "--log-every", "1", *TINY],
                                tmp_path)
-    wait_for(lambda: max(metrics_steps(run), default=0) >= 3, process, timeout=90, what="three training steps")
+    wait_for(lambda: max(metrics_steps(run), default=0) >= 3, process, what="three training steps")
     process.signal(signal.SIGTERM)
     assert process.wait() == 0, process.log()
     reached = max(metrics_steps(run))
