@@ -30,6 +30,15 @@ def make_domains(root: Path, n_a: int = 3, n_b: int = 4) -> tuple[Path, Path]:
     return a, b
 
 
+def train_tiny(root: Path, steps: int = 2) -> Path:
+    """A finished tiny run on make_domains' folders, with its run folder under ROOT/runs; returns that."""
+    a, b = make_domains(root)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", str(steps), "--runs-dir", str(root / "runs"),
+                                 *TINY])
+    assert result.exit_code == 0, result.output
+    return root / "runs" / "smile"
+
+
 def test_awkward_real_files_train_and_broken_ones_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)
