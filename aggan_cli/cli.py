@@ -173,6 +173,7 @@ def train(
     domain_a: Annotated[Optional[Path], typer.Argument(help="Folder of domain-A images (searched recursively).", show_default=False)] = None,
     domain_b: Annotated[Optional[Path], typer.Argument(help="Folder of domain-B images (searched recursively).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel="Data and run")] = False,
+    data_changed: Annotated[bool, typer.Option("--data-changed", help="With --resume: allow other data than the run was trained on (other folders, swapped domains, or the demo).", rich_help_panel="Data and run")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel="Data and run", show_default=False)] = None,
     paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, no attention floor, no identity negatives.", rich_help_panel="Model")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel="Runtime")] = False,

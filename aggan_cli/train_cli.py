@@ -44,6 +44,7 @@ DEMO_PRESET: dict[str, Any] = {
 DEMO_TRAIN_IMAGES = 5000  # faces per domain drawn on the fly; more than the run ever sees twice
 DEMO_TEST_IMAGES = 64
 DEMO_TEST_SEED_OFFSET = 1000  # the test split uses other faces than training
+DATA_KEYS = ("domain_a", "domain_b", "demo")  # what a run trains on; --resume keeps it unless --data-changed
 
 
 def resolve_options(values: dict[str, Any], given: set[str]) -> tuple[dict[str, Any], set[str]]:
@@ -99,7 +100,8 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
     from .checkpoint import has_checkpoint
 
     if resume:
-        options = _options_for_resume(run_dir, options, explicit, console)
+        options = _options_for_resume(run_dir, options, explicit, console,
+                                      data_changed=bool(values.get("data_changed")))
     else:
         build_configs(options)  # bad option values are reported before anything else
     if not resume and has_checkpoint(run_dir):
@@ -179,9 +181,10 @@ def _default_name(options: dict[str, Any]) -> str:
     return Path(b).resolve().name or "run"
 
 
-def _options_for_resume(run_dir: Path, options: dict[str, Any], explicit: set[str], console) -> dict[str, Any]:
+def _options_for_resume(run_dir: Path, options: dict[str, Any], explicit: set[str], console, *,
+                        data_changed: bool) -> dict[str, Any]:
     """A resumed run keeps its saved configuration; only options set now (e.g. a larger --steps) change it.
-    The model cannot change."""
+    The model cannot change, and the data only with ``--data-changed``."""
     from .checkpoint import find_save, has_checkpoint
     from .config import saved_options
 
@@ -196,9 +199,30 @@ def _options_for_resume(run_dir: Path, options: dict[str, Any], explicit: set[st
     if changed_model:
         raise ConfigError(f"--resume keeps the run's model; {', '.join(changed_model)} cannot change. Start a new run "
                           "with --name to change the architecture")
+    data_given = explicit & set(DATA_KEYS)
+    if bool(options["domain_a"]) != bool(options["domain_b"]):
+        raise ConfigError("with --resume, give both DOMAIN_A and DOMAIN_B, or neither (the run keeps its folders)")
+    if data_given and not data_changed:
+        now, before = _data_description(options, None), _data_description(saved, found.config.get("domains"))
+        if now != before:
+            raise ConfigError(f"{run_dir} was trained on {before}, not {now}; resume without DOMAIN_A/DOMAIN_B and "
+                              "--demo to keep its data, or add --data-changed to go on with the new data")
     merged = {f.name: f.default for f in all_fields()} | saved
     _apply(merged, {key: options[key] for key in explicit})
+    if data_given:
+        merged.update({key: options[key] for key in DATA_KEYS})  # the new data replace the old, all of them
     return merged
+
+
+def _data_description(options: dict[str, Any], domains: Any) -> str:
+    """What a run trains on, in words: "the demo faces", or "neutral → smile" (DOMAIN_A's and DOMAIN_B's
+    folder names, as config.json records them under ``domains``)."""
+    if options.get("demo"):
+        return f"the demo {options['demo']}"
+    if isinstance(domains, dict) and domains.get("a") is not None:
+        return f"{domains.get('a')} → {domains.get('b')}"
+    names = (Path(options[key]).name or str(options[key]) for key in ("domain_a", "domain_b"))
+    return " → ".join(names)
 
 
 def warn(console, message: str) -> None:

@@ -29,8 +29,6 @@ def parse(*args: str) -> dict:
     return train_command().make_context("train", list(args)).params
 
 
-
-
 def test_every_configuration_field_is_an_option_of_train_and_a_key_of_a_file():
     flags = {opt: param.name for param in train_command().params for opt in (*param.opts, *param.secondary_opts)}
     for field in all_fields():
