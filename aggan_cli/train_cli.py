@@ -151,10 +151,24 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
 
 
 def check_run_name(name: str, runs_dir: Path) -> None:
-    """A run name is one plain folder name."""
+    """A run name is one plain folder name that the file system can hold."""
     if name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or not name.isprintable():
         raise ConfigError(f"--name must be a plain folder name, not {name!r}: it names the run's folder under "
                           "--runs-dir, and `aggan translate --ckpt NAME` reads a NAME with a slash as a Hub ORG/REPO")
+    limit = _name_max(runs_dir)
+    if len(os.fsencode(name)) > limit:
+        raise ConfigError(f"--name is {len(os.fsencode(name))} bytes long, but the file system of {runs_dir} allows "
+                          f"at most {limit} for a folder name; choose a shorter --name")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system under ``folder`` allows (255 on common ones)."""
+    for candidate in (folder.absolute(), *folder.absolute().parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # missing folder, or no pathconf (Windows)
+            continue
+    return 255
 
 
 def _write_digest(trainer, rank: int) -> None:

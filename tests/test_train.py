@@ -209,3 +209,17 @@ def test_collapse_warning_only_recommends_options_that_exist():
     flags = set(re.findall(r"--[a-z][a-z-]+", paper + saturated))
     assert {"--lambda-floor", "--identity-negatives", "--discriminator"} <= flags
     assert flags <= known, flags - known
+
+
+def test_a_name_longer_than_the_file_system_allows_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", *TINY, "--name", "x" * 300])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "300 bytes long" in lines[0] and "shorter --name" in lines[0], result.output
+
+
+def test_a_size_that_only_looks_like_a_number_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path), str(tmp_path), "--size", "²"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
