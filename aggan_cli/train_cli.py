@@ -128,6 +128,7 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
             source_b = open_domain(train_config.domain_b, "DOMAIN_B", minimum=need)
             if dist.is_main:
                 _warn_skipped(console, [*source_a.skipped, *source_b.skipped])
+                _warn_about_folders(console, train_config)
         if dist.is_main:
             _hold_run_lock(held, run_dir, console)  # one writer per run folder; released on exit
 
@@ -252,6 +253,20 @@ def _warn_skipped(console, skipped: list[tuple[Path, str]], shown: int = 10) -> 
         warn(console, f"skipped {reason}")
     if len(skipped) > shown:
         warn(console, f"skipped {len(skipped) - shown} more unreadable file(s)")
+
+
+def _warn_about_folders(console, train_config: TrainConfig) -> None:
+    """Legal but most likely a mistake: both domains in one folder, or run folders inside a domain's (the
+    next run would train on this run's sample grids)."""
+    a, b = (Path(train_config.domain_a).resolve(), Path(train_config.domain_b).resolve())
+    runs = Path(train_config.runs_dir).resolve()
+    if a == b:
+        warn(console, f"DOMAIN_A and DOMAIN_B are the same folder ({a}): the model can only learn to change "
+                      "nothing; give one folder per domain")
+    for label, folder in (("DOMAIN_A", a), ("DOMAIN_B", b)):
+        if runs == folder or folder in runs.parents:
+            warn(console, f"--runs-dir {train_config.runs_dir} lies inside {label} ({folder}): a later run on that "
+                          "folder would train on this run's sample grids; keep run folders elsewhere")
 
 
 def _hold_run_lock(stack: contextlib.ExitStack, run_dir: Path, console) -> None:

@@ -223,3 +223,13 @@ def test_a_name_longer_than_the_file_system_allows_is_one_line(tmp_path, monkeyp
 def test_a_size_that_only_looks_like_a_number_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["train", str(tmp_path), str(tmp_path), "--size", "²"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_the_same_folder_twice_and_runs_inside_a_domain_are_warned_about(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, _ = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(a), "--steps", "1", "--runs-dir", str(a / "runs"), *TINY])
+    assert result.exit_code == 0, result.output  # legal, and trained
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert any("DOMAIN_A and DOMAIN_B are the same folder" in w for w in warnings), warnings
+    assert any("lies inside DOMAIN_A" in w for w in warnings) and any("lies inside DOMAIN_B" in w for w in warnings)
