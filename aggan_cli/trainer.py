@@ -24,6 +24,7 @@ from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, loa
 from .config import ModelConfig, TrainConfig
 from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN
@@ -236,13 +237,10 @@ class Trainer:
         self.d_loss: torch.nn.Module = DiscriminatorLoss(self.model, train_config.gan_loss)
         if world > 1:
             self._wrap_ddp()
-        # An exponential moving average of the generators' weights (off unless --ema > 0): what samples,
-        # the demo score and model.safetensors use. It damps the step-to-step oscillation of GAN training.
-        self.ema: dict[str, torch.nn.Module] = {}
-        if train_config.ema:
-            import copy
-
-            self.ema = {name: copy.deepcopy(getattr(self.model, name)).requires_grad_(False) for name in ("g_ab", "g_ba")}
+        # A moving average of the generators' weights (off unless --ema > 0): what samples, the demo score
+        # and model.safetensors use. It damps the step-to-step oscillation of GAN training (ema.py).
+        self.ema = {name: WeightAverage(getattr(self.model, name), train_config.ema)
+                    for name in ("g_ab", "g_ba")} if train_config.ema else {}
         if train_config.compile:
             for network in (*self.model.generators, *self.model.discriminators):
                 network.compile()  # in place: state-dict keys and the DDP wrappers stay as they are
@@ -315,7 +313,8 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
         self._step_unless_nonfinite(self.opt_g, g.total)
-        self._update_ema()
+        for name, average in self.ema.items():
+            average.update(getattr(self.model, name))
         # 2. discriminators, on real samples and pooled fakes
         self._set_requires_grad(model.discriminators, True)
         fake_b, fake_a = g.fake_b.detach(), g.fake_a.detach()
@@ -539,17 +538,9 @@ class Trainer:
 
         return {"a": take(self.source_a), "b": take(self.source_b)}
 
-    def _update_ema(self) -> None:
-        if not self.ema:
-            return
-        with torch.no_grad():
-            for name, average in self.ema.items():
-                live = list(getattr(self.model, name).parameters())
-                torch._foreach_lerp_(list(average.parameters()), live, 1.0 - self.tcfg.ema)
-
     def generator(self, name: str) -> torch.nn.Module:
         """The generator to translate with: the weight average when --ema is on, else the live one."""
-        return self.ema[name] if name in self.ema else getattr(self.model, name)
+        return self.ema[name].network if name in self.ema else getattr(self.model, name)
 
     def write_samples(self) -> None:
         if not self.is_main or not self.fixed:

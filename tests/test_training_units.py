@@ -1,0 +1,57 @@
+"""The small parts of training, each alone: the weight average, the NaN/Inf guard, the centre crop of
+sample grids and the attention floor's schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from aggan_cli.ema import WeightAverage
+
+
+def _batchnorm_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+
+def test_weight_average_covers_parameters_and_batchnorm_statistics():
+    live = _batchnorm_net()
+    average = WeightAverage(live, decay=0.75)
+    before = {k: v.clone() for k, v in average.network.state_dict().items()}
+    live(torch.randn(2, 3, 8, 8))  # a training-mode pass moves BatchNorm's running statistics
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(1.0)
+    average.update(live)
+    now, current = average.network.state_dict(), live.state_dict()
+    for key, value in now.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * before[key] + 0.25 * current[key])  # running_mean/var too
+        else:
+            assert torch.equal(value, current[key]), key  # num_batches_tracked is copied
+    assert not torch.equal(now["1.running_mean"], before["1.running_mean"])
+
+
+def test_weight_average_stays_in_eval_mode_and_a_forward_pass_changes_nothing():
+    live = _batchnorm_net()
+    average = WeightAverage(live, decay=0.9)
+    live.train()
+    assert not average.network.training and not any(p.requires_grad for p in average.network.parameters())
+    before = {k: v.clone() for k, v in average.network.state_dict().items()}
+    average.network(torch.randn(2, 3, 8, 8))  # a sample grid or the demo's score
+    for key, value in average.network.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_weight_average_reset_starts_from_the_live_network():
+    live = _batchnorm_net()
+    average = WeightAverage(live, decay=0.9)
+    with torch.no_grad():
+        for p in live.parameters():
+            p.mul_(3.0)
+    average.reset(live)
+    for a, b in zip(average.network.state_dict().values(), live.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        WeightAverage(live, decay=1.0)
