@@ -26,6 +26,7 @@ from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError
+from .guard import NonFiniteGuard
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN
 
@@ -259,10 +260,7 @@ class Trainer:
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
         self.bad_files: set[str] = set()
-        # numerical faults, counted on the device (see _step_unless_nonfinite and _watch_numerics)
-        self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
-        self._skipped = torch.zeros((), dtype=torch.int64, device=self.device)
-        self._streak = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.guard = NonFiniteGuard(self.device, world=world, scaler=self.scaler)  # NaN/Inf steps, see _watch_numerics
         self._in_streak = False
         self._io_warned: set[str] = set()
         if resume:
@@ -312,7 +310,7 @@ class Trainer:
             g = self.g_loss(x, y)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
-        self._step_unless_nonfinite(self.opt_g, g.total)
+        self.guard.step(self.opt_g, g.total)
         for name, average in self.ema.items():
             average.update(getattr(self.model, name))
         # 2. discriminators, on real samples and pooled fakes
@@ -329,7 +327,7 @@ class Trainer:
             d_total, d_terms = self.d_loss(x, y, fakes, self.tcfg.identity_negatives)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_total).backward()
-        self._step_unless_nonfinite(self.opt_d, d_total)
+        self.guard.step(self.opt_d, d_total)
         self.scaler.update()
         self.sched_g.step()
         self.sched_d.step()
@@ -344,43 +342,15 @@ class Trainer:
 
     # -- numerical faults --------------------------------------------------------------------
 
-    def _step_unless_nonfinite(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        """``optimizer.step()``, skipped when ``loss`` is NaN or Inf: weights, Adam's moments and its step
-        count stay as they were. No host sync where it would stall a GPU: a fused Adam (CUDA) reads the
-        flag on the device through ``found_inf``, the mechanism GradScaler uses; other optimizers read
-        it on the host, which costs nothing on the CPU. Under DDP the flag is OR-ed over the ranks (their
-        gradients are averaged, so one rank's NaN is everyone's), and all ranks skip together."""
-        bad = ~torch.isfinite(loss.detach())
-        if self.world > 1:
-            import torch.distributed as td
-
-            flag = bad.float()
-            td.all_reduce(flag, op=td.ReduceOp.MAX)
-            bad = flag > 0
-        self._bad_now = self._bad_now | bad
-        if self.scaler.is_enabled():
-            self.scaler.step(optimizer)  # fp16: GradScaler skips the step itself when gradients are not finite
-        elif optimizer.defaults.get("fused"):
-            optimizer.found_inf = bad.float()
-            try:
-                optimizer.step()
-            finally:
-                del optimizer.found_inf
-        elif not bool(bad):
-            optimizer.step()
-
     def _watch_numerics(self, end: int) -> None:
-        """Count steps with a skipped update; warn once per run of them, stop after NONFINITE_PATIENCE in
-        a row. The counters live on the device and are read every step on the CPU, and on other devices
-        only at logging and saving steps, where the loop waits for the device anyway."""
-        self._streak = (self._streak + 1) * self._bad_now
-        self._skipped += self._bad_now
-        self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
+        """Warn once per run of steps with a skipped (NaN or Inf) update, stop after NONFINITE_PATIENCE in
+        a row. The guard's counters live on the device and are read every step on the CPU, and on other
+        devices only at logging and saving steps, where the loop waits for the device anyway."""
+        self.guard.end_step()
         t = self.tcfg
         if self.device.type != "cpu" and self.step % t.log_every and self.step % t.save_every and self.step != end:
             return
-        skipped, streak = (int(v) for v in torch.stack([self._skipped, self._streak]).tolist())
-        self._skipped.zero_()
+        skipped, streak = self.guard.read()
         if skipped and not self._in_streak:
             what = "its update was" if skipped == 1 else f"{skipped} updates were"
             self.reporter.warn(f"step {self.step}: a loss was NaN or Inf, so {what} skipped; training goes on, and "

@@ -37,9 +37,10 @@ from aggan_cli.trainer import NONFINITE_PATIENCE, Trainer
 
 from images import (photo_array, write_checkpoint, write_empty, write_mode, write_rgb, write_text,
                     write_truncated_jpeg)
+from outcomes import assert_one_line_error, error_lines
 from processes import metrics_steps, start, start_executable, wait_for
 
-from test_train import TINY, make_domains
+from test_train import TINY, _trainer, make_domains, train_tiny
 
 runner = CliRunner()
 
@@ -50,21 +51,6 @@ def aggan(*args, **kw):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
-
-
-def error_lines(result) -> list[str]:
-    return [line for line in result.output.splitlines() if line.startswith("error:")]
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    """Exit 1, exactly one ``error:`` line holding every fragment, and no traceback."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = error_lines(result)
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def leftovers(run: Path) -> list[str]:
@@ -624,11 +610,7 @@ RESUME_DAMAGE = {
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("trained")
-    a, b = make_domains(root)
-    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "2", "--runs-dir", str(root / "runs"), *TINY])
-    assert result.exit_code == 0, result.output
-    return root / "runs" / "smile"
+    return train_tiny(tmp_path_factory.mktemp("trained"))
 
 
 @pytest.mark.parametrize("kind", list(RESUME_DAMAGE))
@@ -658,28 +640,6 @@ def test_resume_of_a_damaged_run_says_which_file_and_what_is_wrong(tmp_path, mon
 # 6. numerical faults
 
 
-class Recorder:
-    def __init__(self):
-        self.warnings = []
-
-    def start(self, info): pass
-    def advance(self, step, metrics): pass
-    def saved(self, step, path): pass
-
-    def warn(self, message):
-        self.warnings.append(message)
-
-
-def _tiny_trainer(run_dir, **train):
-    from aggan_cli.data import DemoSource
-
-    mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32)
-    tc = TrainConfig(**{"steps": 8, "workers": 0, "seed": 3, "device": "cpu", "log_every": 2, "sample_every": 100,
-                        "save_every": 100, "pool_size": 3, "load_size": 36, **train})
-    return Trainer(mc, tc, DemoSource("a", seed=3, size=40, count=5), DemoSource("b", seed=3, size=40, count=7),
-                   run_dir=run_dir, reporter=Recorder())
-
-
 def _params(modules):
     return [p.detach().clone() for m in modules for p in m.parameters()]
 
@@ -689,7 +649,7 @@ def test_a_nan_loss_skips_only_its_update_with_a_warning(tmp_path, monkeypatch):
     own update (weights and Adam state untouched), one warning each, and training goes on to the end."""
     import aggan_cli.trainer as trainer_module
 
-    trainer = _tiny_trainer(tmp_path / "run")
+    trainer = _trainer(tmp_path / "run")
     real_g, real_d = trainer_module.generator_objective, trainer_module.discriminator_objective
     poison = {"g": {3}, "d": {5}}
 
@@ -722,20 +682,6 @@ def test_a_nan_loss_skips_only_its_update_with_a_warning(tmp_path, monkeypatch):
     assert int(trainer.opt_g.state[g_param]["step"]) == 7 and int(trainer.opt_d.state[next(iter(trainer.opt_d.state))]["step"]) == 7
     skips = [w for w in trainer.reporter.warnings if "NaN or Inf" in w]
     assert len(skips) == 2 and "step 3" in skips[0] and "step 5" in skips[1]
-
-
-def test_fused_adam_skips_on_the_device_without_reading_the_flag(tmp_path):
-    """The CUDA path (fused Adam, flag passed as found_inf, no host sync), exercised with CPU fused Adam."""
-    trainer = _tiny_trainer(tmp_path / "run")
-    weight = torch.nn.Parameter(torch.ones(3))
-    opt = torch.optim.Adam([weight], lr=0.1, fused=True)
-    for loss_scale, moved in ((float("nan"), False), (1.0, True)):
-        opt.zero_grad()
-        (weight * loss_scale).sum().backward()
-        before = weight.detach().clone()
-        trainer._step_unless_nonfinite(opt, (weight * loss_scale).sum())
-        assert (not torch.equal(before, weight.detach())) == moved
-    assert int(opt.state[weight]["step"]) == 1 and not hasattr(opt, "found_inf")
 
 
 def test_diverging_training_stops_keeps_the_last_good_checkpoint_and_names_causes(tmp_path, monkeypatch):

@@ -124,13 +124,27 @@ def test_toml_config_and_command_line_precedence(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "stepz" in result.output
 
 
+class Recorder:
+    """A reporter that keeps the trainer's warnings."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def start(self, info): pass
+    def advance(self, step, metrics): pass
+    def saved(self, step, path): pass
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
 def _trainer(run_dir, steps=8, resume=False, **options):
     mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32)
-    tc = TrainConfig(steps=steps, workers=0, seed=3, device="cpu", log_every=2, sample_every=100, save_every=100,
-                     pool_size=3, load_size=36, **options)
+    tc = TrainConfig(**{"steps": steps, "workers": 0, "seed": 3, "device": "cpu", "log_every": 2, "sample_every": 100,
+                        "save_every": 100, "pool_size": 3, "load_size": 36, **options})
     src_a = DemoSource("a", seed=3, size=40, count=5)
     src_b = DemoSource("b", seed=3, size=40, count=7)
-    return Trainer(mc, tc, src_a, src_b, run_dir=run_dir, resume=resume)
+    return Trainer(mc, tc, src_a, src_b, run_dir=run_dir, resume=resume, reporter=Recorder())
 
 
 def test_resume_is_exact(tmp_path):

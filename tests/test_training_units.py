@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from aggan_cli.ema import WeightAverage
+from aggan_cli.guard import NonFiniteGuard
 
 
 def _batchnorm_net() -> nn.Module:
@@ -55,3 +56,27 @@ def test_weight_average_reset_starts_from_the_live_network():
         assert torch.equal(a, b)
     with pytest.raises(ValueError):
         WeightAverage(live, decay=1.0)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+def test_guard_skips_exactly_the_steps_whose_loss_is_not_finite_and_counts_them(fused):
+    """A NaN or Inf loss leaves weights and Adam's state (its step count) untouched; ``read`` says how many
+    steps were skipped since the last read and how long the current run of them is. The fused path
+    (CUDA's) reads the flag on the device through ``found_inf``."""
+    weight = nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([weight], lr=0.1, fused=fused)
+    guard = NonFiniteGuard(torch.device("cpu"))
+    history = []
+    for scale in (1.0, float("nan"), float("inf"), 1.0, float("nan")):
+        optimizer.zero_grad()
+        loss = (weight * scale).sum()
+        loss.backward()
+        before = weight.detach().clone()
+        guard.step(optimizer, loss)
+        guard.end_step()
+        history.append(not torch.equal(before, weight.detach()))
+        if scale == 1.0 and len(history) == 4:
+            assert guard.read() == (2, 0)  # two skipped, and the run of them ended
+    assert history == [True, False, False, True, False]
+    assert guard.read() == (1, 1)
+    assert int(optimizer.state[weight]["step"]) == 2 and not hasattr(optimizer, "found_inf")
