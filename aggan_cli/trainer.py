@@ -22,7 +22,7 @@ from torch import Tensor
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
                          os_reason, save_run)
 from .config import ModelConfig, TrainConfig
-from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
+from .data import EpochSampler, UnpairedDataset, centre_crop, collate, ignore_interrupts
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError
@@ -493,8 +493,6 @@ class Trainer:
 
     def _fixed_batch(self, count: int = 4) -> dict[str, Tensor]:
         """A fixed set of centre crops from both domains, for comparable sample grids over time."""
-        from .data import _augment  # same resize/crop as training, without randomness
-
         def take(source):
             out = []
             for i in range(min(count, len(source))):
@@ -502,8 +500,7 @@ class Trainer:
                     image = source.load(i * max(1, len(source) // count))
                 except Exception:  # noqa: BLE001 - a broken file is reported by the loader, not here
                     continue
-                rng = _CentreRng()
-                out.append(_augment(image, rng, size=self.mcfg.image_size, load_size=self.mcfg.image_size, flip=False))
+                out.append(centre_crop(image, size=self.mcfg.image_size))
             return torch.stack(out) if out else None
 
         return {"a": take(self.source_a), "b": take(self.source_b)}
@@ -636,16 +633,6 @@ class Trainer:
 
 def _unwrap_loss(module):
     return getattr(module, "module", module)
-
-
-class _CentreRng:
-    """Stands in for a numpy Generator in _augment: always the centre crop, never a flip."""
-
-    def integers(self, low, high=None):
-        return (high - 1) // 2 if high is not None else 0
-
-    def random(self):
-        return 1.0
 
 
 def _append_line(path: Path, line: str) -> None:

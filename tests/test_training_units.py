@@ -3,10 +3,13 @@ sample grids and the attention floor's schedule."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
+from aggan_cli.data import centre_crop
 from aggan_cli.ema import WeightAverage
 from aggan_cli.guard import NonFiniteGuard
 
@@ -80,3 +83,13 @@ def test_guard_skips_exactly_the_steps_whose_loss_is_not_finite_and_counts_them(
     assert history == [True, False, False, True, False]
     assert guard.read() == (1, 1)
     assert int(optimizer.state[weight]["step"]) == 2 and not hasattr(optimizer, "found_inf")
+
+
+def test_centre_crop_is_the_centre_square_at_the_training_size():
+    pixels = np.zeros((40, 80, 3), dtype=np.uint8)  # 80 wide, 40 high
+    pixels[:, 20:60] = 255  # the centre 40×40 square is white
+    crop = centre_crop(Image.fromarray(pixels), size=32)
+    assert crop.shape == (3, 32, 32) and crop.dtype == torch.float32
+    assert crop.min() >= -1 and crop.max() <= 1
+    assert crop[:, :, 2:-2].min() > 0.9  # all white: the centre, with no margin of the black sides
+    assert torch.equal(crop, centre_crop(Image.fromarray(pixels), size=32))
