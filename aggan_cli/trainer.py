@@ -256,7 +256,6 @@ class Trainer:
         self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
         self.step = 0
         self.watch = MaskWatch()
-        self.history: list[dict[str, float]] = []
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
         self.bad_files: set[str] = set()
@@ -484,7 +483,6 @@ class Trainer:
             kind = self.watch.update(direction, metrics[key])
             if kind:
                 self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg, self.tcfg))
-        self.history.append(metrics)
         if self.is_main:
             self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics)))
         return metrics
@@ -575,7 +573,7 @@ class Trainer:
         from .modelcard import write_model_card
         from .visuals import plot_metrics
 
-        if self.history:
+        if (self.run_dir / "metrics.jsonl").exists():
             plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "metrics.png")
         samples = sorted((self.run_dir / "samples").glob("step-*.png"))
         write_model_card(self.run_dir, config=json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")),
@@ -628,7 +626,8 @@ class Trainer:
             for group in opt.param_groups:
                 group["initial_lr"] = self.tcfg.lr
                 group["lr"] = self.tcfg.lr * self.schedule.lr_factor(self.step)
-        self.history = _read_metrics(self.run_dir / "metrics.jsonl", upto=self.step, rewrite=self.is_main)
+        if self.is_main:
+            _drop_metrics_after(self.run_dir / "metrics.jsonl", self.step)
 
 
 def _unwrap_loss(module):
@@ -640,21 +639,19 @@ def _append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def _read_metrics(path: Path, upto: int, *, rewrite: bool = True) -> list[dict[str, float]]:
-    """Metrics lines up to ``upto`` (a resumed run's rank 0 rewrites the lines after its checkpoint)."""
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """A resumed run logs again from its checkpoint's step: drop the lines a stopped run wrote after it."""
     if not path.exists():
-        return []
+        return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError:  # a line cut short by a kill
             continue
-        if row.get("step", 0) <= upto:
-            kept.append(row)
-    if rewrite:
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def default_channels_last(device: torch.device) -> bool:
