@@ -175,7 +175,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel="Data and run")] = False,
     data_changed: Annotated[bool, typer.Option("--data-changed", help="With --resume: allow other data than the run was trained on (other folders, swapped domains, or the demo).", rich_help_panel="Data and run")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel="Data and run", show_default=False)] = None,
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, no attention floor, no identity negatives.", rich_help_panel="Model")] = False,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives.", rich_help_panel="Model")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel="Runtime")] = False,
     **options: Any,
 ) -> None:

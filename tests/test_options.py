@@ -170,3 +170,20 @@ def test_every_option_is_in_the_options_table_of_the_docs():
     table = docs[docs.index("## Options"):docs.index("## The run folder")]
     missing = [f.flag for f in all_fields() if f.option.cli and f"`{f.flag}" not in table]
     assert not missing, f"document these in docs/training.md's options table: {missing}"
+
+
+def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
+    """Global discriminators, BatchNorm, the log-likelihood GAN loss of Eqs. 2-3, and none of our remedies."""
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", *TINY])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())
+    assert (saved["model"]["discriminator"], saved["model"]["norm"]) == ("global", "batch")
+    assert saved["train"]["gan_loss"] == "vanilla"
+    assert saved["train"]["lambda_floor"] == 0 and saved["train"]["identity_negatives"] is False
+    # and each stays one option away
+    mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
+                                "mixed", *TINY])
+    assert mixed.exit_code == 0, mixed.output
+    assert json.loads((tmp_path / "runs" / "mixed" / "config.json").read_text())["train"]["gan_loss"] == "lsgan"
