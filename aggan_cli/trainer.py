@@ -40,6 +40,11 @@ FLOOR_FADE = (1 / 3, 2 / 3)
 STOP_CHECK_EVERY = 10
 
 
+def floor_fade(progress: float) -> float:
+    """The attention floor's share of its weight at ``progress`` (0 = start, 1 = end of training)."""
+    return min(1.0, max(0.0, (FLOOR_FADE[1] - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
+
+
 class Reporter(Protocol):
     """What the trainer tells the outside world; the CLI draws it, tests record it."""
 
@@ -255,6 +260,7 @@ class Trainer:
         size = train_config.pool_size
         self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
         self.step = 0
+        self.floor_done = False  # the attention floor has faded out for good (see weights_at)
         self.watch = MaskWatch()
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
@@ -270,13 +276,13 @@ class Trainer:
     def weights_at(self, step: int) -> LossWeights:
         """The loss weights for ``step``: the attention floor is at full weight for the first third of
         training (while the discriminators learn what tells the domains apart), then fades linearly
-        to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0."""
+        to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0.
+        Once faded out it stays off, also when a resumed run is extended with more steps."""
         if not self.weights.lambda_floor:
             return self.weights
         import dataclasses
 
-        progress = step / max(1, self.schedule.total_steps)
-        fade = min(1.0, max(0.0, (FLOOR_FADE[1] - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
+        fade = 0.0 if self.floor_done else floor_fade(step / max(1, self.schedule.total_steps))
         return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * fade)
 
     def _wrap_ddp(self) -> None:
@@ -541,6 +547,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "scaler": self.scaler.state_dict(),  # empty unless fp16
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
+            "floor_done": self.floor_done or self.step >= FLOOR_FADE[1] * self.schedule.total_steps,
         }
         if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
             state["live_g_ab"] = self.model.g_ab.state_dict()
@@ -591,13 +598,9 @@ class Trainer:
         if ckpt.model_config != self.mcfg:
             raise CheckpointError(f"{self.run_dir} was trained with a different model ({ckpt.model_config}); "
                                   "resume with the same model options, or start a new run with --name")
-        state = load_training_state(ckpt.state_path or self.run_dir, expected_step=ckpt.step)
-        for name in ("g_ab", "g_ba"):
-            load_state_dict_strict(self.generator(name), ckpt.generators, name, ckpt.path / "model.safetensors")
-            if self.ema:
-                if f"live_{name}" not in state:
-                    raise CheckpointError(f"{self.run_dir} was saved without --ema; resume without it")
-                getattr(self.model, name).load_state_dict(state[f"live_{name}"])
+        state_path = ckpt.state_path or self.run_dir / STATE_FILE
+        state = load_training_state(state_path, expected_step=ckpt.step)
+        self._restore_generators(ckpt, state, state_path)
         for name in ("d_a", "d_b", "d_a_attn", "d_b_attn"):
             try:
                 getattr(self.model, name).load_state_dict(state[name])
@@ -619,15 +622,53 @@ class Trainer:
         self.watch = MaskWatch(dict(watch.get("low", {})), dict(watch.get("high", {})),
                                {tuple(w) for w in watch.get("warned", [])})
         self.step = int(state["step"])
-        # The scheduler's lambda reads the (possibly raised) total, and --lr may have been changed on
-        # resume: recompute the base and current learning rates from this run's configuration.
+        total = self.schedule.total_steps
+        previous_total = int(ckpt.config.get("total_steps") or total)
+        self.floor_done = bool(state.get("floor_done", self.step >= FLOOR_FADE[1] * previous_total))
+        if total != previous_total and self.tcfg.lambda_floor and self.floor_done and self.step < total:
+            self.reporter.warn(f"extending the run from {previous_total} to {total} steps: the attention floor, "
+                               "which had faded out, stays off")
+        # The scheduler's lambda reads the (possibly changed) total, and --lr may have been changed on resume:
+        # recompute the base and current learning rates from this run's configuration (docs/training.md).
+        old_lr = self.opt_g.param_groups[0]["lr"]
         for opt, sched in ((self.opt_g, self.sched_g), (self.opt_d, self.sched_d)):
             sched.base_lrs = [self.tcfg.lr for _ in opt.param_groups]
             for group in opt.param_groups:
                 group["initial_lr"] = self.tcfg.lr
                 group["lr"] = self.tcfg.lr * self.schedule.lr_factor(self.step)
+        new_lr = self.opt_g.param_groups[0]["lr"]
+        if total != previous_total and not math.isclose(new_lr, old_lr):
+            self.reporter.warn(f"extending the run from {previous_total} to {total} steps: the learning-rate "
+                               f"schedule is that of a {total}-step run, so at step {self.step} the rate goes from "
+                               f"{old_lr:.3g} to {new_lr:.3g}")
         if self.is_main:
             _drop_metrics_after(self.run_dir / "metrics.jsonl", self.step)
+
+    def _restore_generators(self, ckpt, state: dict[str, Any], state_path: Path) -> None:
+        """The live generators, and their averages under --ema. A run saved with --ema keeps its live
+        weights in the training state and the averages in model.safetensors; one saved without keeps
+        the live weights in model.safetensors. Resuming may switch: without --ema the live weights go
+        on (the average is dropped); with --ema on a run that had none, the average starts from them."""
+        for name in ("g_ab", "g_ba"):
+            live = getattr(self.model, name)
+            saved_live = state.get(f"live_{name}")
+            if saved_live is None:
+                load_state_dict_strict(live, ckpt.generators, name, ckpt.weights_path)
+            else:
+                load_state_dict_strict(live, {f"{name}.{k}": v for k, v in saved_live.items()}, name, state_path)
+            if name not in self.ema:
+                continue
+            if saved_live is None:
+                self.ema[name].reset(live)
+            else:
+                load_state_dict_strict(self.ema[name].network, ckpt.generators, name, ckpt.weights_path)
+        saved_with_ema = "live_g_ab" in state
+        if saved_with_ema and not self.ema:
+            self.reporter.warn(f"{self.run_dir} was trained with --ema; resuming without it, training goes on from "
+                               "the live weights, and checkpoints now hold them instead of the average")
+        elif self.ema and not saved_with_ema:
+            self.reporter.warn(f"{self.run_dir} was trained without --ema; the weight average starts now, from the "
+                               f"weights of step {int(state['step'])}")
 
 
 def _unwrap_loss(module):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from aggan_cli.checkpoint import load_generators
 from aggan_cli.cli import app
 
 from outcomes import assert_one_line_error
-from test_train import TINY, make_domains
+from test_train import TINY, _trainer, make_domains
 
 runner = CliRunner()
 
@@ -41,3 +43,41 @@ def test_resume_refuses_other_data_unless_told(trained):
     assert told.exit_code == 0, told.output
     config = json.loads((run / "config.json").read_text())
     assert config["step"] == 6 and config["domains"] == {"a": "smile", "b": "neutral"}
+
+
+def test_resuming_an_averaged_run_without_ema_goes_on_from_the_live_weights(tmp_path):
+    first = _trainer(tmp_path / "run", ema=0.5)
+    first.fit(stop_at=4)
+    second = _trainer(tmp_path / "run", resume=True)
+    for (name, live), resumed in zip(first.model.g_ab.state_dict().items(), second.model.g_ab.state_dict().values()):
+        assert torch.equal(live, resumed), name  # not the average
+    assert any("without it" in w for w in second.reporter.warnings)
+    second.fit()
+    g_ab, _, _ = load_generators(tmp_path / "run")  # checkpoints now hold the live weights
+    for saved, live in zip(g_ab.state_dict().values(), second.model.g_ab.state_dict().values()):
+        assert torch.equal(saved, live)
+
+
+def test_resuming_a_run_with_ema_starts_the_average_from_the_live_weights(tmp_path):
+    first = _trainer(tmp_path / "run")
+    first.fit(stop_at=4)
+    second = _trainer(tmp_path / "run", resume=True, ema=0.5)
+    for live, average in zip(second.model.g_ab.state_dict().values(), second.ema["g_ab"].network.state_dict().values()):
+        assert torch.equal(live, average)
+    assert any("starts now" in w for w in second.reporter.warnings)
+    second.fit()
+    assert second.step == 8
+
+
+def test_extending_a_finished_run_keeps_the_faded_floor_off_and_says_what_the_learning_rate_does(tmp_path):
+    first = _trainer(tmp_path / "run", steps=6)
+    first.fit()
+    assert first.opt_g.param_groups[0]["lr"] == 0.0  # finished: decayed to zero
+    longer = _trainer(tmp_path / "run", steps=12, resume=True)
+    assert longer.weights_at(6).lambda_floor == 0.0  # a fresh 12-step run would be at half the floor here
+    assert longer.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4)  # the schedule of a 12-step run, at step 6
+    assert any("learning-rate" in w and "12-step run" in w for w in longer.reporter.warnings), longer.reporter.warnings
+    early = _trainer(tmp_path / "early", steps=12)
+    early.fit(stop_at=2)
+    extended = _trainer(tmp_path / "early", steps=24, resume=True)
+    assert extended.weights_at(2).lambda_floor == 1.0  # the floor had not faded yet: it goes on as planned

@@ -12,6 +12,7 @@ from torch import nn
 from aggan_cli.data import centre_crop
 from aggan_cli.ema import WeightAverage
 from aggan_cli.guard import NonFiniteGuard
+from aggan_cli.trainer import floor_fade
 
 
 def _batchnorm_net() -> nn.Module:
@@ -93,3 +94,7 @@ def test_centre_crop_is_the_centre_square_at_the_training_size():
     assert crop.min() >= -1 and crop.max() <= 1
     assert crop[:, :, 2:-2].min() > 0.9  # all white: the centre, with no margin of the black sides
     assert torch.equal(crop, centre_crop(Image.fromarray(pixels), size=32))
+
+
+def test_attention_floor_is_full_for_a_third_then_fades_out_by_two_thirds():
+    assert [floor_fade(p) for p in (0.0, 1 / 3, 0.5, 2 / 3, 0.9, 1.0)] == pytest.approx([1, 1, 0.5, 0, 0, 0])
