@@ -339,7 +339,10 @@ class RichReporter:
         where = f"{info['device']}, {info['precision']}" + (f", {info['world']} processes" if info["world"] > 1 else "")
         self.console.print(f"[bold]aggan train[/] {a} → {b} ({info['sizes'][0]} / {info['sizes'][1]} images) on {where}; "
                            f"run folder {info['run_dir']}")
-        if info["start_step"]:
+        if info["start_step"] >= info["total_steps"]:
+            self.console.print(f"the run is already complete (step {info['start_step']} of {info['total_steps']}): "
+                               "nothing to train; to train it further, give a larger --steps or --epochs")
+        elif info["start_step"]:
             self.console.print(f"resuming at step {info['start_step']} of {info['total_steps']}")
         if self.quiet:
             return

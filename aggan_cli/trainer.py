@@ -623,6 +623,9 @@ class Trainer:
                                {tuple(w) for w in watch.get("warned", [])})
         self.step = int(state["step"])
         total = self.schedule.total_steps
+        if self.step > total:
+            raise TrainingError(f"{self.run_dir} is already at step {self.step}, past the {total} steps asked for; "
+                                f"to train it further, give a --steps (or --epochs) beyond step {self.step}")
         previous_total = int(ckpt.config.get("total_steps") or total)
         self.floor_done = bool(state.get("floor_done", self.step >= FLOOR_FADE[1] * previous_total))
         if total != previous_total and self.tcfg.lambda_floor and self.floor_done and self.step < total:

@@ -45,6 +45,14 @@ def test_resume_refuses_other_data_unless_told(trained):
     assert config["step"] == 6 and config["domains"] == {"a": "smile", "b": "neutral"}
 
 
+def test_resume_with_fewer_steps_than_done_is_an_error(trained):
+    _, _, run = trained
+    line = assert_one_line_error(runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "2"]))
+    assert "step 4" in line and "2 steps" in line and "--steps" in line
+    done = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "4"])
+    assert done.exit_code == 0 and "already complete" in done.output  # nothing to do, said so
+
+
 def test_resuming_an_averaged_run_without_ema_goes_on_from_the_live_weights(tmp_path):
     first = _trainer(tmp_path / "run", ema=0.5)
     first.fit(stop_at=4)
