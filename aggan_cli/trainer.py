@@ -366,16 +366,18 @@ class Trainer:
             overflow = (f"overflow in {precision} (try --precision fp32)" if self.amp_dtype is not None
                         else "overflow even in fp32 precision")
             raise TrainingError(f"training stopped at step {self.step}: the losses were NaN or Inf for {streak} steps in a "
-                                f"row, and their updates were skipped. {self._last_save_line()} Likely causes: a learning "
-                                f"rate too high (--lr {t.lr:g}; try 10x lower), {overflow}, or extreme --lambda-* "
-                                "weights; change them and continue with --resume")
+                                f"row, and their updates were skipped. Likely causes: a learning rate too high (--lr "
+                                f"{t.lr:g}; try 10x lower), {overflow}, or extreme --lambda-* weights. "
+                                + self._what_is_kept("Change them"))
 
-    def _last_save_line(self) -> str:
+    def _what_is_kept(self, fix: str) -> str:
+        """The last good checkpoint and how to go on from it, or, when none was saved, how to start again."""
         try:
             step = find_save(self.run_dir, need_state=True).step
         except CheckpointError:
-            return "No checkpoint had been saved yet."
-        return f"The last good checkpoint, step {step}, is kept in {self.run_dir}."
+            return (f"No checkpoint had been saved yet: {fix[0].lower() + fix[1:]}, then start the run again "
+                    "(no --resume)")
+        return f"The last good checkpoint, step {step}, is kept in {self.run_dir}. {fix}, then continue with --resume"
 
     def _best_effort(self, what: str, write: Callable[[], Any]) -> None:
         """Write something that helps a person but is not needed to resume: a failing disk warns (once per
@@ -570,8 +572,8 @@ class Trainer:
                      domains=self.domains, train_config=self.tcfg.to_dict(), training_state=self.training_state(),
                      extra=self._extra())
         except CheckpointError as exc:
-            raise TrainingError(f"{exc}. Training stopped. {self._last_save_line()} Free some disk space or fix the "
-                                "folder's permissions, then continue with --resume") from None
+            raise TrainingError(f"{exc}. Training stopped. "
+                                + self._what_is_kept("Free some disk space or fix the folder's permissions")) from None
         self._best_effort("the metrics plot and model card", self._write_extras)
         self.reporter.saved(self.step, self.run_dir)
         return self.run_dir

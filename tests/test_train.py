@@ -278,6 +278,25 @@ def test_a_size_that_only_looks_like_a_number_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
+def test_a_disk_full_before_the_first_save_does_not_advise_resume(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import aggan_cli.checkpoint as checkpoint
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checkpoint, "write_durably", full)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "2", *TINY])
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "No checkpoint had been saved yet" in lines[0] and "start the run again" in lines[0]
+    assert "continue with --resume" not in lines[0]
+
+
 def test_the_same_folder_twice_and_runs_inside_a_domain_are_warned_about(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a, _ = make_domains(tmp_path)
