@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -392,7 +393,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def loader(self):
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """The training batches from the current step on, loaded by ``--workers`` processes."""
         from torch.utils.data import DataLoader
 
         t = self.tcfg
@@ -402,10 +404,17 @@ class Trainer:
         sampler = EpochSampler(len(dataset), seed=t.seed, rank=self.rank, world=self.world,
                                start=self.step * t.batch_size)
         workers = default_workers() if t.workers is None else t.workers
-        return DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                          pin_memory=self.device.type == "cuda", drop_last=True,
-                          persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-                          worker_init_fn=ignore_interrupts)  # the trainer alone answers Ctrl-C, and saves
+        if workers > usable_cores():
+            self.reporter.warn(f"--workers {workers} is more than the {usable_cores()} CPU core(s) this process may "
+                               "use: data loading competes with training for them; leave --workers unset to fit "
+                               "the machine")
+        with warnings.catch_warnings():
+            # PyTorch's own warning says the same, twice (DataLoader and its iterator), in its own words
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            return iter(DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers,
+                                   collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=True,
+                                   persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                   worker_init_fn=ignore_interrupts))  # the trainer alone answers Ctrl-C, and saves
 
     def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
@@ -418,7 +427,7 @@ class Trainer:
         last_time, last_step = started, self.step
         if self.fixed is None:
             self.fixed = self._fixed_batch()
-        batches = iter(self.loader()) if self.step < end else iter(())
+        batches = self.batches() if self.step < end else iter(())
         accumulated: dict[str, Tensor] = {}
         count = 0
         while self.step < end:
@@ -716,9 +725,14 @@ def fused_adam_supported(device: torch.device) -> bool:
     return device.type == "cpu" and (major, minor) >= (2, 4)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """Data-loading processes: leave the compute threads their cores (CPU) but keep a GPU fed."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if torch.cuda.is_available():
         return min(8, max(1, cores // 2))
     return 0 if cores <= 2 else min(4, cores // 4)

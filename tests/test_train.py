@@ -305,3 +305,22 @@ def test_the_same_folder_twice_and_runs_inside_a_domain_are_warned_about(tmp_pat
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert any("DOMAIN_A and DOMAIN_B are the same folder" in w for w in warnings), warnings
     assert any("lies inside DOMAIN_A" in w for w in warnings) and any("lies inside DOMAIN_B" in w for w in warnings)
+
+
+def test_more_workers_than_cores_is_one_line_of_ours_not_pytorchs(tmp_path):
+    """A real process (PyTorch's warning goes to stderr there): one line that says what to do instead of
+    PyTorch's paragraph, printed twice."""
+    from aggan_cli.config import MAX_WORKERS
+    from aggan_cli.trainer import usable_cores
+
+    from processes import start
+
+    workers = usable_cores() + 1
+    if workers > MAX_WORKERS:
+        pytest.skip(f"this machine has {workers - 1} cores: more workers than cores is refused by the bound")
+    a, b = make_domains(tmp_path)
+    process = start(["train", a, b, "--steps", "2", *TINY[:-3], "--workers", workers, "--quiet"], tmp_path)
+    assert process.wait() == 0, process.log()
+    log = process.log()
+    assert "This DataLoader will create" not in log, log
+    assert len([line for line in log.splitlines() if line.startswith(f"warning: --workers {workers}")]) == 1, log
