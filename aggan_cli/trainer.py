@@ -8,14 +8,16 @@ tensor back to the host except at logging intervals, so a GPU is never stalled f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import Tensor
@@ -226,7 +228,8 @@ class Trainer:
         self.schedule = Schedule(total, steps_per_epoch)
 
         torch.manual_seed(train_config.seed)
-        self.model = AGGAN(model_config).to(self.device)
+        with self.memory_errors("building the networks"):
+            self.model = AGGAN(model_config).to(self.device)
         self.channels_last = default_channels_last(self.device) if train_config.channels_last is None \
             else train_config.channels_last
         if self.channels_last:
@@ -418,6 +421,21 @@ class Trainer:
 
     def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
+        with self.memory_errors("training"):
+            return self._fit(stop_at=stop_at, should_stop=should_stop)
+
+    @contextlib.contextmanager
+    def memory_errors(self, doing: str) -> Iterator[None]:
+        """An out-of-memory error becomes a TrainingError that says how much was asked for and what to lower."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            message = out_of_memory_message(exc, doing, self.device, self.amp_dtype, self.mcfg, self.tcfg)
+            raise TrainingError(message) from None
+
+    def _fit(self, *, stop_at: int | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
         t = self.tcfg
         end = min(self.schedule.total_steps, stop_at) if stop_at is not None else self.schedule.total_steps
         if self.is_main:
@@ -736,3 +754,35 @@ def default_workers() -> int:
     if torch.cuda.is_available():
         return min(8, max(1, cores // 2))
     return 0 if cores <= 2 else min(4, cores // 4)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory errors: CUDA's and MPS's (``torch.OutOfMemoryError``), the CPU allocator's
+    RuntimeError, and Python's MemoryError (image decoding, numpy; re-raised from a data-loading worker
+    as a RuntimeError that names it)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    signs = ("DefaultCPUAllocator", "Caught MemoryError", "out of memory", "Out of memory")
+    return any(sign in text for sign in signs)
+
+
+def out_of_memory_message(exc: BaseException, doing: str, device: torch.device, amp_dtype: torch.dtype | None,
+                          mcfg: ModelConfig, tcfg: TrainConfig) -> str:
+    """One line: what ran out, how big the request was, and which options make the next try smaller."""
+    text = str(exc)
+    found = re.search(r"[Tt]ried to allocate ([\d.]+ ?[KMGT]?i?B)", text)  # CUDA and MPS
+    cpu = re.search(r"allocate (\d+) bytes", text)  # the CPU allocator
+    if found:
+        request = found.group(1)
+    elif cpu:
+        size = int(cpu.group(1))
+        request = f"{size / 2 ** 30:.2f} GiB" if size >= 2 ** 30 else f"{size / 2 ** 20:.1f} MiB"
+    else:
+        request = "more memory"
+    lower = (["--batch-size"] if tcfg.batch_size > 1 else []) + ["--size", "--ngf", "--n-blocks"]
+    if device.type == "cuda" and amp_dtype is None:
+        lower.append("the precision (--precision bf16 halves activations)")
+    return (f"out of memory on {describe_device(device)} while {doing}: a request for {request} could not be met "
+            f"(size {mcfg.image_size}, batch size {tcfg.batch_size}, ngf {mcfg.ngf}, {mcfg.n_blocks} blocks, "
+            f"ndf {mcfg.ndf}); lower {', '.join(lower[:-1])} or {lower[-1]}")

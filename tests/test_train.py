@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,35 @@ def test_more_workers_than_cores_is_one_line_of_ours_not_pytorchs(tmp_path):
     log = process.log()
     assert "This DataLoader will create" not in log, log
     assert len([line for line in log.splitlines() if line.startswith(f"warning: --workers {workers}")]) == 1, log
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the address-space limit is set from /proc (Linux)")
+def test_running_out_of_memory_is_one_line_with_the_request_and_what_to_lower(tmp_path):
+    """A real process whose address space is limited to what it holds after start-up plus 1.5 GiB, asked to
+    train at 1024 px: the allocator refuses, and the answer is one line, not a traceback."""
+    import subprocess
+    import sys
+    import textwrap
+
+    a, b = make_domains(tmp_path)
+    script = textwrap.dedent("""
+        import resource, sys
+        for module in ("torch", "torchvision", "matplotlib.pyplot", "aggan_cli.cli", "aggan_cli.train_cli",
+                       "aggan_cli.trainer", "aggan_cli.visuals", "aggan_cli.modelcard"):
+            __import__(module)
+        with open("/proc/self/status") as status:
+            size = next(int(line.split()[1]) for line in status if line.startswith("VmSize:")) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + 1536 * 2 ** 20, resource.RLIM_INFINITY))
+        sys.argv = ["aggan", *sys.argv[1:]]
+        from aggan_cli.cli import main
+        main()
+    """)
+    command = [sys.executable, "-c", script, "train", str(a), str(b), "--steps", "1", "--size", "1024", "--ngf", "64",
+               "--n-blocks", "2", "--ndf", "8", "--workers", "0", "--quiet", "--device", "cpu"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    assert "out of memory" in lines[0] and "a request for" in lines[0] and "size 1024" in lines[0]
+    assert "lower --size, --ngf or --n-blocks" in lines[0] and "--batch-size" not in lines[0]  # batch 1 already
