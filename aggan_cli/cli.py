@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperCommand
 
 from . import __version__
+from .config import DATA, MODEL, PANELS, RUNTIME, all_fields
 from .errors import AgganError
 
 app = typer.Typer(
@@ -138,8 +139,6 @@ def _config_parameter(field) -> inspect.Parameter:
 
 def _with_config_options(command):
     """``command``'s signature, with ``**options`` replaced by one option per configuration field."""
-    from .config import PANELS, all_fields
-
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
     fixed = [p for p in own if _panel(p) is None]  # the context and the arguments come first
     options = [*map(_config_parameter, (f for f in all_fields() if f.option.cli)), *(p for p in own if _panel(p))]
@@ -172,11 +171,11 @@ def train(
     ctx: typer.Context,
     domain_a: Annotated[Optional[Path], typer.Argument(help="Folder of domain-A images (searched recursively).", show_default=False)] = None,
     domain_b: Annotated[Optional[Path], typer.Argument(help="Folder of domain-B images (searched recursively).", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel="Data and run")] = False,
-    data_changed: Annotated[bool, typer.Option("--data-changed", help="With --resume: allow other data than the run was trained on (other folders, swapped domains, or the demo).", rich_help_panel="Data and run")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel="Data and run", show_default=False)] = None,
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives.", rich_help_panel="Model")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel="Runtime")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel=DATA)] = False,
+    data_changed: Annotated[bool, typer.Option("--data-changed", help="With --resume: allow other data than the run was trained on (other folders, swapped domains, or the demo).", rich_help_panel=DATA)] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel=DATA, show_default=False)] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives.", rich_help_panel=MODEL)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=RUNTIME)] = False,
     **options: Any,
 ) -> None:
     """Train AGGAN on two folders of unpaired images (or on a built-in data set with --demo)."""
