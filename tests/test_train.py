@@ -308,6 +308,7 @@ def test_the_same_folder_twice_and_runs_inside_a_domain_are_warned_about(tmp_pat
     assert any("lies inside DOMAIN_A" in w for w in warnings) and any("lies inside DOMAIN_B" in w for w in warnings)
 
 
+@pytest.mark.slow  # worker processes: ~40 s on a loaded 2-core machine
 def test_more_workers_than_cores_is_one_line_of_ours_not_pytorchs(tmp_path):
     """A real process (PyTorch's warning goes to stderr there): one line that says what to do instead of
     PyTorch's paragraph, printed twice."""
@@ -327,6 +328,7 @@ def test_more_workers_than_cores_is_one_line_of_ours_not_pytorchs(tmp_path):
     assert len([line for line in log.splitlines() if line.startswith(f"warning: --workers {workers}")]) == 1, log
 
 
+@pytest.mark.slow  # a fresh interpreter, then a 1024-px step until memory runs out: ~35 s loaded
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the address-space limit is set from /proc (Linux)")
 def test_running_out_of_memory_is_one_line_with_the_request_and_what_to_lower(tmp_path):
     """A real process whose address space is limited to what it holds after start-up plus 1.5 GiB, asked to
