@@ -335,6 +335,17 @@ def _augment(image, rng: np.random.Generator, *, size: int, load_size: int, flip
     return tensor
 
 
+def centre_crop(image, *, size: int):
+    """Shorter side to ``size``, then the centre ``size`` × ``size`` square; -> (3, size, size) in [-1, 1].
+    The deterministic view of an image that sample grids show."""
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    image = TF.center_crop(TF.resize(image, size, interpolation=InterpolationMode.BICUBIC), [size, size])
+    return TF.pil_to_tensor(image).to(torch.float32).div_(127.5).sub_(1.0)
+
+
 class UnpairedDataset:
     """Item ``(epoch, i)`` is the i-th A image with a random B image, both augmented.
 

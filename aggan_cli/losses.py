@@ -32,7 +32,6 @@ class LossWeights:
     lambda_cycle: float = 10.0
     lambda_pixel: float = 1.0
     lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
-    adversarial: float = 1.0     # scale of the four adversarial terms (a warm-up may ramp it)
     lambda_floor: float = 0.0    # weight of the attention floor (keeps mask logits above floor_logit)
     floor_logit: float = -4.0
 
@@ -121,7 +120,7 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     }
     terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
     adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
-    total = (weights.adversarial * adversarial
+    total = (adversarial
              + weights.lambda_cycle * terms["cycle"]
              + weights.lambda_pixel * terms["pixel"]
              + weights.lambda_tv * terms["tv"])

@@ -73,6 +73,7 @@ def test_bench_table_and_only_and_layout_override():
     assert data["inference"] is None and data["train"]["images_per_s"] > 0
 
 
+@pytest.mark.slow  # bf16 convolutions on a CPU without bf16 units: minutes on a 2-core machine
 def test_bench_bf16_on_the_cpu():
     data = bench_json("--precision", "bf16", "--only", "train")
     assert data["precision"] == "bf16"

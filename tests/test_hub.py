@@ -189,10 +189,11 @@ def test_unknown_revision(published, hub):
 
 def test_no_network_fails_fast_with_one_line(published, hub, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # connection refused
-    start = time.monotonic()
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)  # the backoff is counted, not timed (the machine may be slow)
     with pytest.raises(WeightsError, match="cannot reach the Hugging Face Hub at http://127.0.0.1:9") as err:
         weights.resolve_checkpoint(REPO)
-    assert time.monotonic() - start < 10  # no minute of backoff retries before saying so
+    assert sum(slept) < 10, slept  # no minute of backoff retries before saying so
     assert "\n" not in str(err.value)
 
 
@@ -287,7 +288,7 @@ def _aggan(args, hub_url, home):
            "OMP_NUM_THREADS": "1"}
     env.pop("HF_HUB_OFFLINE", None)
     return subprocess.run([sys.executable, "-m", "aggan_cli", "download-weights", *args], env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=900)
 
 
 def test_download_weights_command_end_to_end(published, hub, tmp_path):

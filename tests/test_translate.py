@@ -670,7 +670,7 @@ def test_a_real_subprocess_keeps_paths_on_stdout_and_the_rest_on_stderr(ckpts, t
         write_rgb(tmp_path / name, (41, 29))
     command = [sys.executable, "-m", "aggan_cli", "translate", str(tmp_path / "x.jpg"), str(tmp_path / "y.png"),
                "--ckpt", ckpts["random"], "--out", str(tmp_path / "out")]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=120,
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [str(tmp_path / "out" / "x.png"), str(tmp_path / "out" / "y.png")]
