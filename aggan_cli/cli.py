@@ -64,6 +64,10 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+_THREADS_HELP = ("CPU threads for PyTorch \\[default: OMP_NUM_THREADS if set, else one per core that other "
+                 "processes leave free, re-checked while running; see docs/performance.md].")
+
+
 def _stderr_console():
     from rich.console import Console
 
@@ -160,6 +164,7 @@ def train(
     precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.", rich_help_panel=_RUNTIME)] = Precision.auto,
     seed: Annotated[int, typer.Option(help="Random seed; a CPU run with the same seed is reproducible.", rich_help_panel=_RUNTIME)] = 0,
     workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes \\[default: from the CPU count].", rich_help_panel=_RUNTIME, show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, rich_help_panel=_RUNTIME, show_default=False)] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks: a slow first step, faster steps after (GPU).", rich_help_panel=_RUNTIME)] = False,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Memory layout \\[default: channels-last on CUDA, contiguous on CPU; see docs/performance.md].", rich_help_panel=_RUNTIME, show_default=False)] = None,
     save_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (and at the end).", rich_help_panel=_RUNTIME)] = 1000,
@@ -209,7 +214,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
     backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan\\[onnx]).")] = Backend.torch,
-    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads for torch and onnxruntime \\[default: each runtime's own, one per physical core].", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help="Intra-op threads for torch and onnxruntime \\[default: what train would use now: OMP_NUM_THREADS if set, else one per core that other processes leave free; onnxruntime: its own].", show_default=False)] = None,
     photo_size: Annotated[int, typer.Option(help="--only startup: the photo's long side in pixels (4:3).")] = 1024,
 ) -> None:
     """Time training steps and generator inference on random data, and compare with this device's ceiling.
@@ -253,6 +258,7 @@ def translate(
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -264,7 +270,7 @@ def translate(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
-            backend=backend.value,
+            backend=backend.value, threads=threads,
         )
     raise typer.Exit(code)
 
@@ -291,6 +297,7 @@ def export_masks(
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -304,7 +311,7 @@ def export_masks(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
             overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
-            backend=backend.value,
+            backend=backend.value, threads=threads,
         )
     raise typer.Exit(code)
 
@@ -366,6 +373,9 @@ def download_weights(
 
 def main() -> None:
     """Console-script entry point."""
+    from . import cpuload
+
+    cpuload.begin()  # before torch loads: the import is the first window for measuring the machine's load
     app(prog_name="aggan")
 
 

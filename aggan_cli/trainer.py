@@ -23,7 +23,7 @@ from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, loa
                          os_reason, save_run)
 from .config import ModelConfig, TrainConfig
 from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
-from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .device import adjust_threads, autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .errors import CheckpointError, TrainingError
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN
@@ -455,6 +455,7 @@ class Trainer:
             x = batch["a"].to(self.device, non_blocking=True, memory_format=layout)
             y = batch["b"].to(self.device, non_blocking=True, memory_format=layout)
             terms = self.train_step(x, y)
+            adjust_threads()  # one CPU thread per core that other processes leave free (device.py)
             self._watch_numerics(end)
             for k, v in terms.items():
                 accumulated[k] = accumulated[k] + v if k in accumulated else v

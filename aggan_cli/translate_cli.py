@@ -179,10 +179,12 @@ def _write_masks(result, out_dir: Path, stem: PurePosixPath, *, overlay: bool, c
 def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: Path | None, size: str,
                           batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
                           masks: bool, overlay: bool = True, content: bool = False,
-                          threshold: float | None = None, mask_format: str = "png", backend: str = "torch") -> int:
+                          threshold: float | None = None, mask_format: str = "png", backend: str = "torch",
+                          threads: int | None = None) -> int:
     """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input failed).
 
-    ``backend="onnxruntime"`` runs exported ONNX files and never imports torch (docs/deploy.md)."""
+    ``backend="onnxruntime"`` runs exported ONNX files and never imports torch (docs/deploy.md).
+    ``threads``: CPU threads (None: PyTorch's follow the machine's load, onnxruntime keeps its own)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -216,8 +218,16 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
     for pattern in found.missing:
         console.print(f"[yellow]skipped:[/] {escape(pattern)}: no such file, folder or pattern")
 
-    translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                 offline=offline)
+    follow_load: Callable[[], Any] = lambda: None
+    if backend == "onnxruntime":
+        translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                     offline=offline, threads=threads)
+    else:
+        from .device import use_threads
+
+        follow_load = use_threads(threads).adjust  # one thread per core other processes leave free (device.py)
+        translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                     offline=offline)
     run = translator.checkpoint
     total = len(found.files)
     console.print(f"{'exporting masks' if masks else 'translating'}: [bold]{escape(translator.label())}[/] "
@@ -246,6 +256,7 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
                 writing.append(pool.submit(write, result, names[path]))
                 done += 1
             advance()
+            follow_load()
             while writing and (len(writing) > 2 * batch_size or writing[0].done()):
                 _echo_paths(writing.popleft().result())
         while writing:
