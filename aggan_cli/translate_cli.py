@@ -190,11 +190,6 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
 
     from .imaging import check_threshold, parse_size
 
-    if backend == "onnxruntime":
-        from .onnx_backend import OnnxTranslator as Translator
-    else:
-        from .inference import Translator
-
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
@@ -218,12 +213,16 @@ def run_translate_command(inputs: list[str], *, ckpt: str, direction: str, out: 
     for pattern in found.missing:
         console.print(f"[yellow]skipped:[/] {escape(pattern)}: no such file, folder or pattern")
 
+    # torch (or onnxruntime) loads only now: a mistyped input is reported without waiting for it
     follow_load: Callable[[], Any] = lambda: None
     if backend == "onnxruntime":
-        translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                     offline=offline, threads=threads)
+        from .onnx_backend import OnnxTranslator
+
+        translator = OnnxTranslator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                         offline=offline, threads=threads)
     else:
         from .device import use_threads
+        from .inference import Translator
 
         follow_load = use_threads(threads).adjust  # one thread per core other processes leave free (device.py)
         translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,

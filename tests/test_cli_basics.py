@@ -54,3 +54,16 @@ def test_version_and_command_help_do_not_import_torch():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, (argv, out.stderr)
         assert out.stdout.strip().endswith("clean"), argv
+
+
+def test_a_missing_input_is_reported_without_importing_torch(tmp_path):
+    """translate and export-masks check their inputs before loading torch (seconds on a cold start)."""
+    for command in ("translate", "export-masks"):
+        code = ("import sys; from aggan_cli.cli import app; "
+                f"sys.argv=['aggan', {command!r}, {str(tmp_path / 'missing.jpg')!r}]\n"
+                "try:\n    app(prog_name='aggan')\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+                "assert 'torch' not in sys.modules, 'torch was imported'; print('clean')")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (command, out.stderr)
+        assert out.stdout.split() == ["exit", "1", "clean"], (command, out.stdout)
+        assert "no images found" in out.stderr
