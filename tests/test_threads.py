@@ -165,3 +165,15 @@ def test_the_load_is_first_read_before_torch_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "clean"
+
+
+def test_translate_uses_the_threads_it_is_given(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aggan_cli.cli import app
+
+    write_rgb(tmp_path / "photo.jpg", (64, 48))
+    result = CliRunner().invoke(app, ["translate", str(tmp_path / "photo.jpg"), "--out", str(tmp_path / "out"),
+                                      "--device", "cpu", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "on cpu (1 thread)" in result.output and (tmp_path / "out" / "photo.png").is_file()
