@@ -6,6 +6,7 @@ feed the policy scripted /proc/stat readings and check the thread count it sets,
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -51,8 +52,6 @@ def _stat(path, cpus: list[tuple[int, int]]) -> None:
 def test_reading_counts_busy_ticks_of_our_cores_only(tmp_path):
     stat = tmp_path / "stat"
     _stat(stat, [(300, 100), (50, 350), (1000, 0)])
-    import os
-
     hz = os.sysconf("SC_CLK_TCK")
     reading = cpuload.read(stat, cores={0, 1})  # cpu2 is not ours: its 1000 busy ticks do not count
     assert reading is not None and reading.busy == pytest.approx(350 / hz)
@@ -145,9 +144,9 @@ def test_train_on_a_busy_machine_starts_with_the_free_cores(tmp_path, monkeypatc
     for n in range(2):
         write_rgb(tmp_path / "a" / f"{n}.png", (40, 40), seed=n)
         write_rgb(tmp_path / "b" / f"{n}.png", (40, 40), seed=10 + n)
-    result = CliRunner().invoke(app, ["train", str(tmp_path / "a"), str(tmp_path / "b"), "--runs-dir", str(tmp_path / "runs"),
-                                      "--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--steps", "1",
-                                      "--device", "cpu", "--quiet"])
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "a"), str(tmp_path / "b"),
+                                      "--runs-dir", str(tmp_path / "runs"), "--size", "32", "--ngf", "4",
+                                      "--n-blocks", "1", "--ndf", "4", "--steps", "1", "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "cpu (1 thread)" in result.output
 
