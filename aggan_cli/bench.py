@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from .config import ModelConfig, TrainConfig
-from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision, use_threads
 from .errors import ConfigError
 
 CALIBRATION_CHANNELS, CALIBRATION_SIZE = 256, 64
@@ -257,10 +257,9 @@ def run_bench(model_config: ModelConfig, *, batch_size: int = 1, device: str = "
     if backend == "onnxruntime" and (train or compile or precision not in ("auto", "fp32")):
         raise ConfigError("the onnxruntime backend measures fp32 inference only; use --only inference "
                           "(or --only startup) without --compile or --precision")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)  # this process only: the ceiling then runs on as many threads
+    # this process only, and fixed while measuring (the ceiling runs on as many threads): what
+    # `aggan train` would start with on this machine now, unless --threads says otherwise
+    use_threads(threads, follow=False)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     if backend == "onnxruntime" and dev.type != "cpu":

@@ -62,6 +62,10 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+_THREADS_HELP = ("CPU threads for PyTorch \\[default: OMP_NUM_THREADS if set, else one per core that other "
+                 "processes leave free, re-checked while running; see docs/performance.md].")
+
+
 def _stderr_console():
     from rich.console import Console
 
@@ -181,6 +185,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel=DATA, show_default=False)] = None,
     paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives.", rich_help_panel=MODEL)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=RUNTIME)] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, rich_help_panel=RUNTIME, show_default=False)] = None,
     **options: Any,
 ) -> None:
     """Train AGGAN on two folders of unpaired images (or on a built-in data set with --demo)."""
@@ -222,7 +227,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
     backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan\\[onnx]).")] = Backend.torch,
-    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads for torch and onnxruntime \\[default: each runtime's own, one per physical core].", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help="Intra-op threads for torch and onnxruntime \\[default: what train would use now: OMP_NUM_THREADS if set, else one per core that other processes leave free; onnxruntime: its own].", show_default=False)] = None,
     photo_size: Annotated[int, typer.Option(help="--only startup: the photo's long side in pixels (4:3).")] = 1024,
 ) -> None:
     """Time training steps and generator inference on random data, and compare with this device's ceiling.
@@ -268,6 +273,7 @@ def translate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
     print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -279,7 +285,7 @@ def translate(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False, suffix=suffix,
-            print0=print0, backend=backend.value,
+            print0=print0, backend=backend.value, threads=threads,
         )
     raise typer.Exit(code)
 
@@ -308,6 +314,7 @@ def export_masks(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
     print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -321,7 +328,7 @@ def export_masks(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
             overlay=overlay, content=content, threshold=threshold, mask_format=format.value, suffix=suffix,
-            print0=print0, backend=backend.value,
+            print0=print0, backend=backend.value, threads=threads,
         )
     raise typer.Exit(code)
 
@@ -383,6 +390,9 @@ def download_weights(
 
 def main() -> None:
     """Console-script entry point."""
+    from . import cpuload
+
+    cpuload.begin()  # before torch loads: the import is the first window for measuring the machine's load
     app(prog_name="aggan")
 
 

@@ -132,8 +132,10 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
         if dist.is_main:
             _hold_run_lock(held, run_dir, console)  # one writer per run folder; released on exit
 
+        from .device import use_threads
         from .trainer import NullReporter, Trainer
 
+        use_threads(values.get("threads"))  # follows the machine's load between steps (device.py)
         # under torchrun only rank 0 talks: N copies of every line would say nothing more
         reporter = RichReporter(console, quiet=bool(values.get("quiet"))) if dist.is_main else NullReporter()
         trainer = Trainer(model_config, train_config, source_a, source_b, run_dir=run_dir, reporter=reporter,

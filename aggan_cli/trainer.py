@@ -26,7 +26,7 @@ from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, loa
                          save_run)
 from .config import ModelConfig, TrainConfig
 from .data import EpochSampler, UnpairedDataset, centre_crop, collate, ignore_interrupts
-from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .device import adjust_threads, autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError, os_reason
 from .guard import NonFiniteGuard
@@ -458,6 +458,7 @@ class Trainer:
             x = batch["a"].to(self.device, non_blocking=True, memory_format=layout)
             y = batch["b"].to(self.device, non_blocking=True, memory_format=layout)
             terms = self.train_step(x, y)
+            adjust_threads()  # one CPU thread per core that other processes leave free (device.py)
             self._watch_numerics(end)
             for k, v in terms.items():
                 accumulated[k] = accumulated[k] + v if k in accumulated else v

@@ -374,11 +374,12 @@ def run_translate_command(inputs: list[str], *, ckpt: str | None, direction: str
                           batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
                           masks: bool, overlay: bool = True, content: bool = False,
                           threshold: float | None = None, mask_format: str = "png", suffix: str = "",
-                          print0: bool = False, backend: str = "torch") -> int:
+                          print0: bool = False, backend: str = "torch", threads: int | None = None) -> int:
     """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input
     failed, 143 after SIGTERM). ``ckpt=None`` (no ``--ckpt``) uses the bundled demo model, and says so.
 
-    ``backend="onnxruntime"`` runs exported ONNX files and never imports torch (docs/deploy.md)."""
+    ``backend="onnxruntime"`` runs exported ONNX files and never imports torch (docs/deploy.md).
+    ``threads``: CPU threads (None: PyTorch's follow the machine's load, onnxruntime keeps its own)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -414,7 +415,7 @@ def run_translate_command(inputs: list[str], *, ckpt: str | None, direction: str
         with sigterm_stops_cleanly(), output_folder(out_dir):
             return _translate_all(console, found, outputs, ckpt=ckpt, direction=direction, size=size,
                                   batch_size=batch_size, device=device, precision=precision, offline=offline,
-                                  quiet=quiet, threshold=threshold, backend=backend,
+                                  quiet=quiet, threshold=threshold, backend=backend, threads=threads,
                                   echo=lambda paths: echo_paths(paths, print0=print0))
     except Terminated:
         console.print("[bold red]error:[/] terminated (SIGTERM); every file written is listed on stdout")
@@ -438,17 +439,25 @@ def _warn_about_inputs(console, found: Inputs) -> None:
 
 def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direction: str, size: str,
                    batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
-                   threshold: float | None, backend: str, echo: Callable[[list[Path]], None]) -> int:
+                   threshold: float | None, backend: str, threads: int | None,
+                   echo: Callable[[list[Path]], None]) -> int:
     """Load the model, translate every input, write and report; the exit code."""
     from rich.markup import escape
 
+    # torch (or onnxruntime) loads only now: a mistyped input is reported without waiting for it
+    follow_load: Callable[[], Any] = lambda: None
     if backend == "onnxruntime":
-        from .onnx_backend import OnnxTranslator as Translator
+        from .onnx_backend import OnnxTranslator
+
+        translator = OnnxTranslator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                         offline=offline, threads=threads)
     else:
+        from .device import use_threads
         from .inference import Translator
 
-    translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                 offline=offline)
+        follow_load = use_threads(threads).adjust  # one thread per core other processes leave free (device.py)
+        translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                     offline=offline)
     run, total, out_dir = translator.checkpoint, len(found.files), outputs.out_dir
     console.print(f"{'exporting masks' if outputs.command == 'export-masks' else 'translating'}: "
                   f"[bold]{escape(translator.label())}[/] with {escape(str(run.path))} (step {run.step}) on "
@@ -470,6 +479,7 @@ def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direc
                     writes.submit(write_outputs, result, names[path], outputs, threshold=threshold)
                     done += 1
                 advance()
+                follow_load()
                 writes.report(keep=2 * batch_size)
             writes.report()
     finally:
