@@ -9,7 +9,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .errors import AgganError, CheckpointError, ConfigError, DataError, DeviceError, TrainingError, WeightsError
+from .errors import (AgganError, CheckpointError, ConfigError, DataError, DeviceError, ExportError, TrainingError,
+                     WeightsError)
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,8 @@ _LAZY = {
     "load_generators": "checkpoint",
     "resolve_device": "device",
     "Translator": "inference",
+    "OnnxTranslator": "onnx_backend",  # needs onnxruntime, never torch
+    "export_onnx": "export",
     "load_image": "data",
 }
 
@@ -37,6 +40,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DeviceError",
+    "ExportError",
     "TrainingError",
     "WeightsError",
     *_LAZY,
@@ -57,6 +61,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .config import ModelConfig, TrainConfig
     from .data import load_image
     from .device import resolve_device
+    from .export import export_onnx
     from .inference import Translator
+    from .onnx_backend import OnnxTranslator
     from .losses import discriminator_objective, generator_objective
     from .networks import AGGAN, AttentionGenerator, Discriminator

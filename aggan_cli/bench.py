@@ -12,6 +12,9 @@ Three measurements, all after a warm-up and reported as the median (with min and
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products,
 forward and backward; a multiply-add is 2 FLOPs), per image.
+
+``backend="onnxruntime"`` times the inference on onnxruntime instead, and ``startup=True`` the time from
+process start to the first written file; both live in bench_onnx.py.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any, Callable
 import torch
 
 from .config import ModelConfig, TrainConfig
-from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision, use_threads
+from .errors import ConfigError
 
 CALIBRATION_CHANNELS, CALIBRATION_SIZE = 256, 64
 MIN_REPEAT_SECONDS = 0.05  # a repeat runs the timed function enough times to last this long
@@ -65,6 +69,10 @@ class BenchResult:
     memory_kind: str             # "cuda max allocated" or "process peak RSS"
     train: PhaseResult | None
     inference: PhaseResult | None
+    backend: str = "torch"           # what ran the inference (and the startup) phase
+    threads: int | None = None       # intra-op threads asked for; None: the runtime's default
+    startup: Timing | None = None    # process start -> first written file, one photo (bench_onnx.py)
+    photo_size: int | None = None    # that photo's long side in pixels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,15 +241,29 @@ def bench_inference(mcfg: ModelConfig, *, batch_size: int, device: torch.device,
 
 def run_bench(model_config: ModelConfig, *, batch_size: int = 1, device: str = "auto", precision: str = "auto",
               compile: bool = False, channels_last: bool | None = None, repeats: int = 5, warmup: int = 2,
-              train: bool = True, inference: bool = True, seed: int = 0) -> BenchResult:
+              train: bool = True, inference: bool = True, seed: int = 0, backend: str = "torch",
+              threads: int | None = None, startup: bool = False, photo_size: int = 1024) -> BenchResult:
     """Measure training and inference speed for ``model_config`` (see the module docstring).
 
     ``channels_last=None`` uses each phase's own default layout (what ``aggan train`` and
     ``aggan translate`` use on this device); True or False forces one for both and for the ceiling.
     Inference runs first: on the CPU the peak-memory figure is the process's high-water mark.
+    ``backend="onnxruntime"`` times the inference on onnxruntime's CPU provider (it cannot train);
+    ``threads`` sets the intra-op threads of both runtimes; ``startup`` times ``aggan translate`` on
+    one ``photo_size``-px photo from process start to the written file.
     """
+    if backend not in ("torch", "onnxruntime"):
+        raise ConfigError(f"backend must be torch or onnxruntime, got {backend!r}")
+    if backend == "onnxruntime" and (train or compile or precision not in ("auto", "fp32")):
+        raise ConfigError("the onnxruntime backend measures fp32 inference only; use --only inference "
+                          "(or --only startup) without --compile or --precision")
+    # this process only, and fixed while measuring (the ceiling runs on as many threads): what
+    # `aggan train` would start with on this machine now, unless --threads says otherwise
+    use_threads(threads, follow=False)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
+    if backend == "onnxruntime" and dev.type != "cpu":
+        raise ConfigError("bench --backend onnxruntime measures the CPU; add --device cpu")
     ceilings: dict[bool, float] = {}
 
     def ceiling(layout: bool) -> float:  # calibrated once per layout, just before the phase that needs it
@@ -250,7 +272,12 @@ def run_bench(model_config: ModelConfig, *, batch_size: int = 1, device: str = "
         return ceilings[layout]
 
     inf = None
-    if inference:
+    if inference and backend == "onnxruntime":
+        from .bench_onnx import bench_onnx_inference
+
+        inf = bench_onnx_inference(model_config, batch_size=batch_size, threads=threads, repeats=repeats,
+                                   warmup=warmup, ceiling=ceiling, seed=seed)
+    elif inference:
         inf = bench_inference(model_config, batch_size=batch_size, device=dev, dtype=dtype, channels_last=channels_last,
                               compile=compile, repeats=repeats, warmup=warmup, ceiling=ceiling, seed=seed)
     tr = None
@@ -258,7 +285,14 @@ def run_bench(model_config: ModelConfig, *, batch_size: int = 1, device: str = "
         tcfg = TrainConfig(steps=1_000_000, batch_size=batch_size, workers=0, seed=seed, device=str(dev),
                            precision=precision, compile=compile, channels_last=channels_last)
         tr = bench_train(model_config, tcfg, repeats=repeats, warmup=warmup, ceiling=ceiling)
+    first_file = None
+    if startup:
+        from .bench_onnx import bench_startup
+
+        first_file = bench_startup(model_config, backend=backend, photo_size=photo_size, repeats=repeats,
+                                   warmup=warmup, seed=seed)
     return BenchResult(device=describe_device(dev), precision=precision_name(dtype), batch_size=batch_size,
                        compile=compile, model=model_config.to_dict(),
                        memory_kind="cuda max allocated" if dev.type == "cuda" else "process peak RSS",
-                       train=tr, inference=inf)
+                       train=tr, inference=inf, backend=backend, threads=threads, startup=first_file,
+                       photo_size=photo_size if startup else None)

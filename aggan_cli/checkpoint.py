@@ -31,13 +31,12 @@ atomically one by one: temporary file, fsync, rename.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import secrets
 import shutil
-import tempfile
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -47,7 +46,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .config import ModelConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, os_reason
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -64,10 +63,13 @@ _COMMITTED = re.compile(r"^\.ckpt-(\d+)$")  # .ckpt-<step>; .ckpt-<step>.tmp-* a
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = "wb") -> None:
-    """Write ``path`` via ``write(file_object)`` so that readers see the old file or the new, never a torn one."""
+    """Write ``path`` via ``write(file_object)`` so that readers see the old file or the new, never a torn one.
+
+    The file gets the permissions a plain ``open(path, "w")`` gives under the user's umask (``mkstemp``'s
+    temporary files are owner-only, and a rename keeps that: a model card nobody else could read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_fresh(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -81,6 +83,27 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, mode: str = 
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def _create_fresh(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """Create a new file with a random name in ``folder``, mode 0666 less the umask, as ``open`` does."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
+
+
+def _make_fresh_folder(folder: Path, prefix: str) -> Path:
+    """Create a new folder with a random name in ``folder``, mode 0777 less the umask, as ``mkdir`` does."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -154,13 +177,6 @@ def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
 # safetensors files
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    from safetensors.torch import save
-
-    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
-    atomic_write_bytes(path, data)
-
-
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read every tensor and the header metadata of a safetensors file; any damage is a CheckpointError."""
     return _open_safetensors(path, with_tensors=True)
@@ -175,8 +191,7 @@ def _open_safetensors(path: str | Path, *, with_tensors: bool) -> tuple[dict[str
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
+    check_regular_file(path, f"{path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): the file was not written completely; "
                               "re-download it or use an earlier checkpoint")
@@ -318,7 +333,7 @@ def _commit(run_dir: Path, step: int, files: Mapping[str, Callable[[], bytes]]) 
         # files into place first, so that a consistent set exists at every moment
         _publish(run_dir, target)
         _discard(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{GENERATION_PREFIX}{step}.tmp-", dir=run_dir))
+    tmp = _make_fresh_folder(run_dir, f"{GENERATION_PREFIX}{step}.tmp-")
     try:
         for name, serialise in files.items():
             write_durably(tmp / name, serialise())
@@ -362,13 +377,6 @@ def _discard(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def os_reason(exc: OSError) -> str:
-    """``No space left on device (ENOSPC)``: what the operating system said, for a one-line message."""
-    code = errno.errorcode.get(exc.errno or 0)
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return f"{text} ({code})" if code else text
-
-
 def _unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP / torch.compile wrappers, so saved keys never carry their prefixes."""
     while True:
@@ -378,14 +386,26 @@ def _unwrap(module: nn.Module) -> nn.Module:
         module = inner
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: a checkpoint needs config.json next to model.safetensors")
+def parse_json(path: Path) -> Any:
+    """A JSON file's content; anything unreadable or hostile (a 5,000-digit number, 100,000 nested
+    lists) is one CheckpointError naming the file."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise CheckpointError(f"{path} holds a value aggan cannot read ({_short(exc)}); "
+                              "the checkpoint is damaged") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to read; the checkpoint is damaged") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({os_reason(exc)})") from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    check_regular_file(path, f"{path} is missing: a checkpoint needs config.json next to model.safetensors")
+    config = parse_json(path)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} must hold a JSON object, not {type(config).__name__}")
     version = config.get("format_version")
@@ -412,9 +432,24 @@ def locate_run(path: str | Path) -> tuple[Path, Path]:
                               "code when loaded). Use a run folder or a model.safetensors with its config.json")
     if path.is_dir():
         return path, path / WEIGHTS_FILE
-    if path.is_file():
-        return path.parent, path
-    raise CheckpointError(f"checkpoint {path} does not exist")
+    check_regular_file(path, f"checkpoint {path} does not exist")
+    return path.parent, path
+
+
+def check_regular_file(path: Path, missing: str) -> None:
+    """Raise ``missing`` if ``path`` does not exist, and say what it is if it is not a regular file (a
+    folder, a FIFO, a device). Nothing is opened: reading a FIFO would wait forever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError(missing) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} ({os_reason(exc)})") from None
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(f"{path} is a folder, not a file: give the run folder that holds it, or the file itself")
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path} is not a regular file (a pipe, socket or device); aggan reads checkpoints only "
+                              "from regular files")
 
 
 @dataclass(frozen=True)
@@ -504,7 +539,17 @@ def load_run(path: str | Path, *, need_state: bool = False) -> RunCheckpoint:
         if attempt < attempts and metadata.get("step", str(found.step)) != str(found.step):
             continue
         _check_step(found.weights, metadata, found.config)
+        _check_finite(found.weights, tensors)
         return RunCheckpoint(run_dir, found.config, model_config, tensors, found.weights, found.state)
+
+
+def _check_finite(path: Path, tensors: Mapping[str, Tensor]) -> None:
+    """Refuse weights holding NaN or infinity (a run that diverged): they turn every output black.
+    One pass over the weights, a few milliseconds for a full-size model."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values, so every output would be garbage "
+                                  "(the training diverged); use an earlier checkpoint")
 
 
 def _check_step(path: Path, metadata: Mapping[str, str], config: Mapping[str, Any]) -> None:
@@ -513,8 +558,12 @@ def _check_step(path: Path, metadata: Mapping[str, str], config: Mapping[str, An
                               "the save was interrupted; the two files do not belong together")
 
 
-def load_state_dict_strict(module: nn.Module, tensors: Mapping[str, Tensor], prefix: str, source: Path) -> None:
-    """Load ``prefix.*`` tensors into ``module``; every key must match exactly, in name and shape."""
+def load_state_dict_strict(module: nn.Module, tensors: Mapping[str, Tensor], prefix: str, source: Path, *,
+                           assign: bool = False) -> None:
+    """Load ``prefix.*`` tensors into ``module``; every key must match exactly, in name and shape.
+
+    ``assign=True`` makes the tensors themselves the module's parameters (nothing is copied): the way
+    to fill a module built on the ``meta`` device."""
     own = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(own))
@@ -530,27 +579,51 @@ def load_state_dict_strict(module: nn.Module, tensors: Mapping[str, Tensor], pre
         if value.shape != expected[key].shape:
             raise CheckpointError(f"{source}: {prefix}.{key} has shape {tuple(value.shape)} but the architecture in "
                                   f"config.json needs {tuple(expected[key].shape)}")
-    module.load_state_dict(own, strict=True)
+    if assign:
+        own = {key: value.to(expected[key].dtype) for key, value in own.items()}
+    module.load_state_dict(own, strict=True, assign=assign)
 
 
 def load_generators(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild ``g_ab`` and ``g_ba`` from a checkpoint, in eval mode on ``device``.
 
     Returns ``(g_ab, g_ba, checkpoint)``. Extra keys other than ``g_ab.*``/``g_ba.*`` are an error.
+    The networks are built on the ``meta`` device (no memory) and checked against the weight file's
+    shapes before the file's own tensors become their parameters, so a config.json that asks for a
+    huge network (``n_blocks: 100000000``, ``ngf: 1000000000``) costs nothing before it is refused.
     """
-    from .networks import AttentionGenerator
-
     ckpt = load_run(path)
     stray = sorted(k for k in ckpt.generators if not k.startswith(("g_ab.", "g_ba.")))
     if stray:
         raise CheckpointError(f"{ckpt.weights_path} has {len(stray)} unexpected key(s) such as {stray[0]}")
-    cfg = ckpt.model_config
     nets = []
     for name in ("g_ab", "g_ba"):
-        g = AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
-        load_state_dict_strict(g, ckpt.generators, name, ckpt.weights_path)
+        g = _generator_on_meta(ckpt, name)
+        load_state_dict_strict(g, ckpt.generators, name, ckpt.weights_path, assign=True)
         nets.append(g.to(device).eval())
     return nets[0], nets[1], ckpt
+
+
+def _generator_on_meta(ckpt: RunCheckpoint, name: str) -> nn.Module:
+    """The generator config.json describes, with shapes but no storage, after checking that its size is
+    bounded by the weight file's: no more blocks than the file has tensors, no layer wider than its
+    widest tensor (so that even building it on ``meta`` stays small)."""
+    from .networks import AttentionGenerator
+
+    cfg = ckpt.model_config
+    shapes = [tuple(t.shape) for key, t in ckpt.generators.items() if key.startswith(name + ".")]
+    widest = max((max(shape, default=0) for shape in shapes), default=0)
+    if cfg.n_blocks > len(shapes) or cfg.ngf > widest:
+        raise CheckpointError(f"{ckpt.path / CONFIG_FILE} says ngf {cfg.ngf} and n_blocks {cfg.n_blocks}, but "
+                              f"{ckpt.weights_path} holds {len(shapes)} {name} tensors of at most {widest} channels: "
+                              "the two files do not belong together")
+    try:
+        with torch.device("meta"):
+            return AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
+    except (RuntimeError, OverflowError, TypeError, ValueError) as exc:  # sizes no tensor can describe
+        raise CheckpointError(f"{ckpt.path / CONFIG_FILE} describes a generator that cannot be built (ngf "
+                              f"{cfg.ngf}, n_blocks {cfg.n_blocks}: {_short(exc)}); "
+                              "the checkpoint is damaged") from None
 
 
 def load_training_state(run_dir: str | Path, expected_step: int | None = None) -> Any:

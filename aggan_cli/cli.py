@@ -8,13 +8,16 @@ Errors from the core are :class:`~aggan_cli.errors.AgganError`; they are caught 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from . import __version__
+from .config import DATA, MODEL, PANELS, RUNTIME, all_fields
 from .errors import AgganError
 
 app = typer.Typer(
@@ -37,11 +40,6 @@ class Norm(str, Enum):
     batch = "batch"
 
 
-class GanLoss(str, Enum):
-    lsgan = "lsgan"
-    vanilla = "vanilla"
-
-
 class DiscriminatorKind(str, Enum):
     patch = "patch"
     global_ = "global"
@@ -52,11 +50,20 @@ class Direction(str, Enum):
     b2a = "b2a"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+_THREADS_HELP = ("CPU threads for PyTorch \\[default: OMP_NUM_THREADS if set, else one per core that other "
+                 "processes leave free, re-checked while running; see docs/performance.md].")
 
 
 def _stderr_console():
@@ -112,11 +119,10 @@ def _root(
 
 # ---------------------------------------------------------------------------------------------
 # train
-
-_TRAIN = "Data and run"
-_MODEL = "Model"
-_OPTIM = "Objective and optimisation"
-_RUNTIME = "Runtime"
+#
+# The command's options are the configuration fields of config.py (type, default, bounds, help and
+# panel are declared there, once); train() declares only what is not configuration: the data
+# folders and the few switches that steer the command itself.
 
 
 def _was_given(ctx: typer.Context, name: str) -> bool:
@@ -126,46 +132,63 @@ def _was_given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
-@app.command()
+def _config_parameter(field) -> inspect.Parameter:
+    """The ``aggan train`` option of one configuration field (a config.Field)."""
+    o = field.option
+    kind: Any = Enum(field.name, {c: c for c in o.choices}, type=str) if o.choices else field.kind
+    default = kind(field.default) if o.choices and field.default is not None else field.default
+    two_way = field.kind is bool and (field.default is not False)  # --x/--no-x where the default is on or unset
+    declaration = f"{field.flag}/--no-{field.flag[2:]}" if two_way else field.flag
+    help = f"{o.help} \\[default: {o.default_text}]" if o.default_text else o.help
+    show_default = not o.default_text and field.default is not None
+    info = typer.Option(declaration, help=help, rich_help_panel=o.panel, envvar=o.envvar, show_default=show_default)
+    annotation = Annotated[Optional[kind] if field.optional else kind, info]  # type: ignore[valid-type]
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _with_config_options(command):
+    """``command``'s signature, with ``**options`` replaced by one option per configuration field."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    fixed = [p for p in own if _panel(p) is None]  # the context and the arguments come first
+    options = [*map(_config_parameter, (f for f in all_fields() if f.option.cli)), *(p for p in own if _panel(p))]
+    options.sort(key=lambda p: PANELS.index(_panel(p)))  # --help shows panels in order of first appearance
+    command.__signature__ = inspect.Signature([*fixed, *(p.replace(kind=p.KEYWORD_ONLY) for p in options)])
+    return command
+
+
+def _panel(parameter: inspect.Parameter) -> str | None:
+    infos = getattr(parameter.annotation, "__metadata__", ())
+    return next((info.rich_help_panel for info in infos if isinstance(info, typer.models.OptionInfo)), None)
+
+
+class _TrainCommand(TyperCommand):
+    """``--demo`` with no task name after it means the first built-in task (``--demo`` = ``--demo faces``)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        from .config import DEMO_TASKS
+
+        args = list(args)
+        for i in reversed(range(len(args))):
+            if args[i] == "--demo" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                args.insert(i + 1, DEMO_TASKS[0])
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_TrainCommand)
+@_with_config_options
 def train(
     ctx: typer.Context,
     domain_a: Annotated[Optional[Path], typer.Argument(help="Folder of domain-A images (searched recursively).", show_default=False)] = None,
     domain_b: Annotated[Optional[Path], typer.Argument(help="Folder of domain-B images (searched recursively).", show_default=False)] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name (default: DOMAIN_B's folder name).", rich_help_panel=_TRAIN, show_default=False)] = None,
-    runs_dir: Annotated[Path, typer.Option(envvar="AGGAN_RUNS_DIR", help="Where run folders live.", rich_help_panel=_TRAIN)] = Path("runs"),
-    size: Annotated[int, typer.Option(help="Training crop size in pixels (a multiple of 4).", rich_help_panel=_TRAIN)] = 256,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (one epoch = max(|A|, |B|) images) \\[default: 200].", rich_help_panel=_TRAIN, show_default=False)] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Train for this many steps instead of epochs.", rich_help_panel=_TRAIN, show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step (per process under torchrun).", rich_help_panel=_TRAIN)] = 1,
-    ngf: Annotated[int, typer.Option(help="Generator width (paper: 64).", rich_help_panel=_MODEL)] = 64,
-    n_blocks: Annotated[int, typer.Option(help="Residual blocks in each generator.", rich_help_panel=_MODEL)] = 9,
-    norm: Annotated[Norm, typer.Option(help="Normalisation: instance (default) or batch (the paper's).", rich_help_panel=_MODEL)] = Norm.instance,
-    discriminator: Annotated[DiscriminatorKind, typer.Option(help="patch (70×70 PatchGAN, default) or global (the paper's one score per image).", rich_help_panel=_MODEL)] = DiscriminatorKind.patch,
-    ndf: Annotated[int, typer.Option(help="Discriminator width.", rich_help_panel=_MODEL)] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (constant for the first half, then linear decay to 0).", rich_help_panel=_OPTIM)] = 2e-4,
-    lambda_cycle: Annotated[float, typer.Option(help="Weight of the cycle-consistency loss.", rich_help_panel=_OPTIM)] = 10.0,
-    lambda_pixel: Annotated[float, typer.Option(help="Weight of the pixel loss |G(x) - x|.", rich_help_panel=_OPTIM)] = 1.0,
-    lambda_tv: Annotated[float, typer.Option(help="Weight of the attention (total-variation) loss.", rich_help_panel=_OPTIM)] = 1e-6,
-    lambda_floor: Annotated[float, typer.Option(help="Weight of the attention floor that keeps the mask from collapsing to 0 early in training (0 = off, the paper).", rich_help_panel=_OPTIM)] = 1.0,
-    identity_negatives: Annotated[bool, typer.Option("--identity-negatives/--no-identity-negatives", help="Discriminators also see the other domain's real images as fakes, so output = input is penalised (off = the paper).", rich_help_panel=_OPTIM)] = True,
-    ema: Annotated[float, typer.Option(help="Keep a moving average of the generators' weights with this decay and save it (0 = off; 0.99 ≈ the last 100 steps).", rich_help_panel=_OPTIM)] = 0.0,
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, no attention floor, no identity negatives.", rich_help_panel=_MODEL)] = False,
-    gan_loss: Annotated[GanLoss, typer.Option(help="Adversarial loss: lsgan or vanilla (the paper's log-likelihood).", rich_help_panel=_OPTIM)] = GanLoss.lsgan,
-    device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_RUNTIME)] = "auto",
-    precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.", rich_help_panel=_RUNTIME)] = Precision.auto,
-    seed: Annotated[int, typer.Option(help="Random seed; a CPU run with the same seed is reproducible.", rich_help_panel=_RUNTIME)] = 0,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes \\[default: from the CPU count].", rich_help_panel=_RUNTIME, show_default=False)] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks: a slow first step, faster steps after (GPU).", rich_help_panel=_RUNTIME)] = False,
-    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Memory layout \\[default: channels-last on CUDA, contiguous on CPU; see docs/performance.md].", rich_help_panel=_RUNTIME, show_default=False)] = None,
-    save_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps (and at the end).", rich_help_panel=_RUNTIME)] = 1000,
-    sample_every: Annotated[int, typer.Option(help="Write a sample grid every N steps.", rich_help_panel=_RUNTIME)] = 500,
-    log_every: Annotated[int, typer.Option(help="Log losses and mask statistics every N steps.", rich_help_panel=_RUNTIME)] = 50,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel=_TRAIN)] = False,
-    demo: Annotated[bool, typer.Option("--demo", help="Train on the built-in procedural faces (neutral → smile) and score the result.", rich_help_panel=_TRAIN)] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel=_TRAIN, show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=_RUNTIME)] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel=DATA)] = False,
+    data_changed: Annotated[bool, typer.Option("--data-changed", help="With --resume: allow other data than the run was trained on (other folders, swapped domains, or the demo).", rich_help_panel=DATA)] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel=DATA, show_default=False)] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives.", rich_help_panel=MODEL)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=RUNTIME)] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, rich_help_panel=RUNTIME, show_default=False)] = None,
+    **options: Any,
 ) -> None:
-    """Train AGGAN on two folders of unpaired images (or on the built-in demo with --demo)."""
+    """Train AGGAN on two folders of unpaired images (or on a built-in data set with --demo)."""
     given = {key for key in ctx.params if _was_given(ctx, key)}
     values = {key: (value.value if isinstance(value, Enum) else value) for key, value in ctx.params.items()}
     with user_errors():
@@ -182,6 +205,7 @@ class BenchOnly(str, Enum):
     both = "both"
     train = "train"
     inference = "inference"
+    startup = "startup"
 
 
 @app.command()
@@ -199,9 +223,12 @@ def bench(
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Force a memory layout \\[default: what train and translate use on this device].", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported, with min and max.")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls first (compilation, allocator, cuDNN autotuning).")] = 2,
-    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference.")] = BenchOnly.both,
+    only: Annotated[BenchOnly, typer.Option(help="Measure both phases, or only train or inference; or startup: process start to the written file of `aggan translate` on one photo.")] = BenchOnly.both,
     seed: Annotated[int, typer.Option(help="Seed for the random weights and images.")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
+    backend: Annotated[Backend, typer.Option(help="Run inference (and startup) with torch, or with onnxruntime on the exported network (CPU, inference only; needs aggan\\[onnx]).")] = Backend.torch,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help="Intra-op threads for torch and onnxruntime \\[default: what train would use now: OMP_NUM_THREADS if set, else one per core that other processes leave free; onnxruntime: its own].", show_default=False)] = None,
+    photo_size: Annotated[int, typer.Option(help="--only startup: the photo's long side in pixels (4:3).")] = 1024,
 ) -> None:
     """Time training steps and generator inference on random data, and compare with this device's ceiling.
 
@@ -209,6 +236,8 @@ def bench(
     calibration convolution in the same precision and memory layout. See docs/performance.md.
 
       aggan bench --size 64 --ngf 64 --n-blocks 6 --json
+
+      aggan bench --only inference --backend onnxruntime --device cpu --threads 1
     """
     with user_errors():
         from .bench_cli import run_bench_command
@@ -216,7 +245,8 @@ def bench(
         run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
                           discriminator=discriminator.value, batch_size=batch_size, device=device,
                           precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
-                          warmup=warmup, only=only.value, seed=seed, as_json=json_)
+                          warmup=warmup, only=only.value, seed=seed, as_json=json_, backend=backend.value,
+                          threads=threads, photo_size=photo_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,20 +254,26 @@ def bench(
 
 _CKPT_HELP = ("Checkpoint: a run folder or model.safetensors, a run name under the runs dir, a cached or bundled "
               "name (see download-weights --list), or a Hugging Face Hub ORG/REPO.")
+_BACKEND_HELP = ("torch, or onnxruntime: the files of `aggan export CKPT` (or an export folder or .onnx file as "
+                 "--ckpt), without PyTorch. See docs/deploy.md.")
 
 
 @app.command()
 def translate(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
-    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    ckpt: Annotated[Optional[str], typer.Option(help=_CKPT_HELP + " \\[default: demo-smile, a bundled toy model of procedural faces]", show_default=False)] = None,
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./translated].", show_default=False)] = None,
+    suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>.png (inputs are never overwritten).")] = "",
     size: Annotated[str, typer.Option(help="Working size: 'auto' (the network at the checkpoint's training size, blended at full resolution), 'native' (the network at full resolution) or N (short side in pixels). See docs/translate.md.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images of equal working size per forward pass (GPU; the CPU runs one at a time).")] = 4,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
+    print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -248,7 +284,8 @@ def translate(
 
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
-            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False,
+            device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False, suffix=suffix,
+            print0=print0, backend=backend.value, threads=threads,
         )
     raise typer.Exit(code)
 
@@ -261,9 +298,10 @@ class MaskFormat(str, Enum):
 @app.command("export-masks")
 def export_masks(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image files, folders (recursive) and glob patterns.", show_default=False)],
-    ckpt: Annotated[str, typer.Option(help=_CKPT_HELP)] = "demo-smile",
+    ckpt: Annotated[Optional[str], typer.Option(help=_CKPT_HELP + " \\[default: demo-smile, a bundled toy model of procedural faces]", show_default=False)] = None,
     direction: Annotated[Direction, typer.Option(help="a2b (domain A → B) or b2a.")] = Direction.a2b,
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: ./masks].", show_default=False)] = None,
+    suffix: Annotated[str, typer.Option(help="Added to each output name: photo.jpg → OUT/photo<SUFFIX>_mask.png.")] = "",
     overlay: Annotated[bool, typer.Option("--overlay/--no-overlay", help="Also write a heat-map overlay on the dimmed photo.")] = True,
     content: Annotated[bool, typer.Option("--content", help="Also write the content image R.")] = False,
     threshold: Annotated[Optional[float], typer.Option(help="Write a binary mask: 255 where attention > T (0 < T < 1).", show_default=False)] = None,
@@ -274,6 +312,9 @@ def export_masks(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
+    print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -286,9 +327,40 @@ def export_masks(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
-            overlay=overlay, content=content, threshold=threshold, mask_format=format.value,
+            overlay=overlay, content=content, threshold=threshold, mask_format=format.value, suffix=suffix,
+            print0=print0, backend=backend.value, threads=threads,
         )
     raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+class ExportDirection(str, Enum):
+    both = "both"
+    a2b = "a2b"
+    b2a = "b2a"
+
+
+@app.command()
+def export(
+    ckpt: Annotated[str, typer.Argument(metavar="RUN_OR_NAME", help=_CKPT_HELP, show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN/onnx/ for a run; CACHE/onnx/NAME-SHA12/ for a bundled or downloaded checkpoint, CACHE being AGGAN_HOME or the user cache folder].", show_default=False)] = None,
+    direction: Annotated[ExportDirection, typer.Option(help="Export both generators, or only a2b (g_ab.onnx) or b2a (g_ba.onnx).")] = ExportDirection.both,
+    offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
+) -> None:
+    """Export a checkpoint's generators to ONNX, for onnxruntime and other runtimes (needs aggan\\[onnx]).
+
+    Each file maps an RGB image in [-1, 1] of any batch, height and width (multiples of 4, at least 8)
+    to the attention mask and the content; the blend stays outside, as in translate. Prints each
+    written path. Then: aggan translate PHOTO --ckpt RUN_OR_NAME --backend onnxruntime.
+    See docs/deploy.md.
+    """
+    with user_errors():
+        from .export_cli import run_export_command
+
+        run_export_command(ckpt, out=out, direction=direction.value, offline=offline)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +421,9 @@ def download_weights(
 
 def main() -> None:
     """Console-script entry point."""
+    from . import cpuload
+
+    cpuload.begin()  # before torch loads: the import is the first window for measuring the machine's load
     app(prog_name="aggan")
 
 

@@ -8,10 +8,14 @@ that cannot be decoded raises :class:`DataError` naming it.
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import re
+import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -26,16 +30,87 @@ def is_image_file(path: str | Path) -> bool:
 
 def find_images(folder: str | Path) -> list[Path]:
     """All image files under ``folder`` (recursive, case-insensitive extensions), in a stable order.
-    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are skipped."""
+    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are skipped, and so are links to
+    folders inside the tree (a link back to a parent would make the walk endless); links to files count."""
     folder = Path(folder)
-    found = []
-    for path in folder.rglob("*"):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.is_file() and is_image_file(path):
-            found.append(path)
+    found = [path for path in _files_below(folder) if is_image_file(path)]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _files_below(folder: Path) -> Iterator[Path]:
+    """Regular files (or links to them) under ``folder``, hidden ones left out, folder links not entered."""
+    for parent, _ in _folders_below(folder):
+        for entry in _entries(parent):
+            if not entry.name.startswith(".") and entry.is_file():  # is_file: FIFOs and devices are not images
+                yield Path(entry.path)
+
+
+def _folders_below(folder: Path) -> Iterator[tuple[Path, bool]]:
+    """``(folder, True)`` and every non-hidden folder below it, never entering a link to a folder.
+
+    The second item says whether the folder is ``folder`` itself. Unreadable folders are passed over."""
+    stack = [(folder, True)]
+    while stack:
+        current, top = stack.pop()
+        yield current, top
+        subfolders = [Path(e.path) for e in _entries(current)
+                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        stack += [(sub, False) for sub in reversed(subfolders)]
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError:  # unreadable, vanished, or not a folder after all
+        return []
+
+
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+def has_glob_magic(pattern: str) -> bool:
+    return _GLOB_MAGIC.search(pattern) is not None
+
+
+def expand_glob(pattern: str) -> list[Path]:
+    """``glob.glob(pattern, recursive=True)``, sorted, except that ``**`` never enters a link to a folder.
+
+    ``glob`` follows such links, so a link back to a parent (``ln -s . loop/s1``) makes ``loop/**``
+    endless. Here ``**`` matches zero or more real folders, hidden ones excluded; a ``*`` or a literal
+    name still goes through a link, which only ever goes one level deep. Names starting with ``.`` match
+    only a pattern part that starts with ``.``, as in ``glob``."""
+    parts = Path(pattern).parts
+    literal = next((i for i, part in enumerate(parts) if has_glob_magic(part)), len(parts))
+    found: list[Path] = []
+    _match(Path(*parts[:literal]), parts[literal:], found)
+    return sorted(set(found), key=str)
+
+
+def _match(base: Path, parts: tuple[str, ...], found: list[Path]) -> None:
+    """Append to ``found`` every path below ``base`` that matches the remaining pattern ``parts``."""
+    if not parts:
+        found.append(base)
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for folder, top in _folders_below(base):
+            if rest:
+                _match(folder, rest, found)
+            else:  # a final ``**`` matches every folder and file below, as in glob
+                if not top:
+                    found.append(folder)
+                found += [Path(e.path) for e in _entries(folder) if not e.name.startswith(".") and not e.is_dir()]
+    elif has_glob_magic(part):
+        for entry in _entries(base):
+            if entry.name.startswith(".") and not part.startswith("."):
+                continue
+            if fnmatch.fnmatch(entry.name, part) and (not rest or entry.is_dir()):
+                _match(Path(entry.path), rest, found)
+    else:
+        target = base / part
+        if (target.is_dir() if rest else os.path.lexists(target)):
+            _match(target, rest, found)
 
 
 @dataclass
@@ -43,6 +118,7 @@ class LoadedImage:
     rgb: "object"            # PIL.Image.Image in mode RGB, orientation applied
     alpha: "object | None"   # PIL.Image.Image in mode L, or None when the file has no transparency
     path: Path
+    colour: dict[str, Any] = field(default_factory=dict)  # see colour_metadata: for the outputs to carry
 
 
 def load_image(path: str | Path) -> LoadedImage:
@@ -50,6 +126,7 @@ def load_image(path: str | Path) -> LoadedImage:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    _check_regular(path)
     try:
         with warnings.catch_warnings():
             # PIL warns, then raises, on decompression bombs; make the warning an error too.
@@ -59,8 +136,9 @@ def load_image(path: str | Path) -> LoadedImage:
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)  # animated GIF/WebP/TIFF: the first frame
                 im.load()
+                colour = colour_metadata(im)
                 im = ImageOps.exif_transpose(im) or im
-                rgb, alpha = to_rgb(im)
+                rgb, alpha = to_rgb(im, str(path))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -69,10 +147,23 @@ def load_image(path: str | Path) -> LoadedImage:
         raise DataError(f"{path} is too large to decode safely ({exc}); resize it first") from None
     except UnidentifiedImageError:
         raise DataError(f"{path} is not an image file PIL can read (or it is empty)") from None
+    except MemoryError:
+        raise DataError(f"{path} is too large to decode with the memory available; resize it first") from None
     except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError) as exc:  # PIL's decoders raise all of these
         raise DataError(f"{path} could not be decoded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                         "the file is truncated or corrupt") from None
-    return LoadedImage(rgb, alpha, path)
+    return LoadedImage(rgb, alpha, path, colour)
+
+
+def _check_regular(path: Path) -> None:
+    """A FIFO, socket or device named like an image is refused without opening it (a FIFO would wait
+    forever for a writer)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening says what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(f"{path} is not a regular file (a pipe, socket or device), not an image")
 
 
 def _check_pixels(im, path: Path) -> None:
@@ -88,8 +179,23 @@ def _check_pixels(im, path: Path) -> None:
                         "limit: a decompression bomb, or a huge scan); resize it first")
 
 
-def to_rgb(im):
-    """Any PIL mode -> (RGB image, alpha image or None)."""
+def colour_metadata(im) -> dict[str, Any]:
+    """What the file says about its colours that still describes the RGB pixels :func:`to_rgb` makes:
+    an ICC profile for an RGB colour space (a CMYK or grey profile does not describe them; its colour
+    space is bytes 16-19 of the profile header), and PNG's sRGB intent, gamma and chromaticities.
+    Keys as PIL names them in ``Image.info``, so an output image can carry them as they are."""
+    kept = {}
+    profile = im.info.get("icc_profile")
+    if isinstance(profile, bytes) and profile[16:20] == b"RGB ":
+        kept["icc_profile"] = profile
+    for key in ("srgb", "gamma", "chromaticity"):
+        if key in im.info:
+            kept[key] = im.info[key]
+    return kept
+
+
+def to_rgb(im, name: str = "the image"):
+    """Any PIL mode -> (RGB image, alpha image or None). ``name`` names the image in errors."""
     import numpy as np
     from PIL import Image
 
@@ -98,6 +204,10 @@ def to_rgb(im):
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
+        bad = arr.size - int(np.isfinite(arr).sum())
+        if bad:  # a float image (TIFF) with NaN or infinite pixels: no honest 8-bit value for them
+            raise DataError(f"{name} has {bad} NaN or infinite pixel(s) (a floating-point image); replace them with "
+                            "numbers (e.g. 0) first")
         if im.mode.startswith("I;16"):
             arr = arr / 257.0
         elif im.mode == "I":
@@ -124,19 +234,6 @@ def to_rgb(im):
     return im, alpha
 
 
-def check_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into the decodable ones and ``(path, reason)`` for the rest."""
-    good, bad = [], []
-    for path in paths:
-        try:
-            load_image(path)
-        except DataError as exc:
-            bad.append((path, str(exc)))
-        else:
-            good.append(path)
-    return good, bad
-
-
 # ---------------------------------------------------------------------------------------------
 # training data: two unpaired sources, deterministic augmentation, an endless epoch sampler
 
@@ -155,9 +252,6 @@ class FolderSource:
     def load(self, index: int):
         return load_image(self.paths[index]).rgb
 
-    def describe(self, index: int) -> str:
-        return str(self.paths[index])
-
 
 class DemoSource:
     """One domain of the procedural demo faces (see demo.py), rendered on the fly."""
@@ -173,9 +267,6 @@ class DemoSource:
         from .demo import train_image
 
         return train_image(self.seed, self.domain, index, self.size, easy=self.easy)
-
-    def describe(self, index: int) -> str:
-        return f"demo {self.name} #{index}"
 
 
 def open_domain(folder: str | Path, label: str, *, minimum: int) -> FolderSource:
@@ -242,6 +333,17 @@ def _augment(image, rng: np.random.Generator, *, size: int, load_size: int, flip
     if flip and rng.random() < 0.5:
         tensor = tensor.flip(-1)
     return tensor
+
+
+def centre_crop(image, *, size: int):
+    """Shorter side to ``size``, then the centre ``size`` × ``size`` square; -> (3, size, size) in [-1, 1].
+    The deterministic view of an image that sample grids show."""
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    image = TF.center_crop(TF.resize(image, size, interpolation=InterpolationMode.BICUBIC), [size, size])
+    return TF.pil_to_tensor(image).to(torch.float32).div_(127.5).sub_(1.0)
 
 
 class UnpairedDataset:

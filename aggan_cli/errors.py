@@ -6,6 +6,8 @@ red line and exits 1. Anything else escaping is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class AgganError(Exception):
     """Base of every user-facing error: the message says what is wrong and what to do."""
@@ -33,3 +35,14 @@ class WeightsError(AgganError):
 
 class TrainingError(AgganError):
     """Training cannot start or cannot go on (a run that exists, a lock held, losses that diverge)."""
+
+
+class ExportError(AgganError):
+    """A checkpoint could not be exported (to ONNX), or the export could not be written."""
+
+
+def os_reason(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: what the operating system said, for a one-line message."""
+    code = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{text} ({code})" if code else text

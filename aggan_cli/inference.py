@@ -12,138 +12,31 @@ full-resolution image instead (sharper content, but the model sees objects at a 
 trained on, and the cost grows with the pixel count); ``size=N`` runs it with the short side at N.
 
 The same :class:`Translator` serves the Python API (``Translator.load(...).translate(...)``) and the
-``aggan translate`` / ``aggan export-masks`` commands.
+``aggan translate`` / ``aggan export-masks`` commands. What does not need torch (decoding, sizes, the
+batching loop, the result type) lives in imaging.py and is shared with the onnxruntime backend.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .device import autocast, precision_name, resolve_device, resolve_precision
-from .errors import ConfigError, DataError, DeviceError
+from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .errors import CheckpointError, ConfigError
+from .imaging import (MAX_SIZE, Prepared, Translation, TranslatorBase, check_direction, finish, pad_mode, padded_size,
+                      parse_size)
 
-DIRECTIONS = ("a2b", "b2a")
 # On the CPU, working images of at least this many pixels run channels-last: 6 % faster at 256², 30 %
 # at 1024², but 12 % slower at 64² (docs/performance.md). The weights stay as they are.
 CPU_NHWC_PIXELS = 128 * 128
-# The working long side is capped at MAX_ASPECT × S: a 1 × 10000 strip would otherwise become 256 × 2,560,000.
-MAX_ASPECT = 16
 
 
 # ---------------------------------------------------------------------------------------------
-# results
-
-
-@dataclass
-class Translation:
-    """One translated image; every field has the input's exact width and height."""
-
-    image: Any            # PIL.Image: the translation, RGB (RGBA when the input had transparency)
-    mask: np.ndarray      # (H, W) float32 in [0, 1]: 1 = replaced by content, 0 = input kept exactly
-    content: Any          # PIL.Image RGB: what the attended region becomes (the paper's R)
-    original: Any         # PIL.Image RGB: the decoded input, EXIF orientation applied
-    direction: str        # "a2b" or "b2a"
-    source: Path | None = None  # the file it came from, if any
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.size
-
-    def mask_image(self, threshold: float | None = None) -> Any:
-        """The mask as 8-bit greyscale (255 = fully attended), or binary 0/255 where ``mask > threshold``."""
-        from PIL import Image
-
-        if threshold is None:
-            return Image.fromarray(np.rint(self.mask * 255.0).astype(np.uint8), "L")
-        return Image.fromarray(np.where(self.mask > _check_threshold(threshold), 255, 0).astype(np.uint8), "L")
-
-    def overlay(self) -> Any:
-        """A heat map of the mask over the dimmed, desaturated input: read where the model edited at a glance."""
-        return attention_overlay(self.original, self.mask)
-
-    def tensors(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(image (3, H, W), mask (1, H, W), content (3, H, W))`` as float32 CPU tensors in [0, 1]."""
-        image = torch.from_numpy(np.array(self.image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
-        content = torch.from_numpy(np.array(self.content)).permute(2, 0, 1).float() / 255.0
-        return image, torch.from_numpy(self.mask)[None], content
-
-
-def _check_threshold(threshold: float) -> float:
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 < value < 1.0:  # also False for NaN
-        raise ConfigError(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
-    return value
-
-
-# Anchors of a perceptually ordered dark → purple → red → orange → yellow map (in the spirit of
-# matplotlib's "inferno"), so that "more attention" always reads as "brighter", also in greyscale print.
-_HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32)
-
-
-def attention_overlay(photo: Any, mask: np.ndarray) -> Any:
-    """Blend a heat map of ``mask`` (H, W) over ``photo`` (PIL, H × W), dimmed to grey where not attended."""
-    from PIL import Image
-
-    grey = np.asarray(photo.convert("L"), dtype=np.float32)[..., None]      # (H, W, 1)
-    base = 40.0 + 0.45 * grey                                                # dimmed: the heat map stands out
-    stops = np.linspace(0.0, 1.0, len(_HEAT))
-    heat = np.stack([np.interp(mask, stops, _HEAT[:, c]) for c in range(3)], axis=-1)  # (H, W, 3)
-    # sqrt: the soft masks GANs learn (often < 0.5) stay visible; 0 attention shows the photo alone.
-    alpha = 0.85 * np.sqrt(np.clip(mask, 0.0, 1.0))[..., None]
-    out = base * (1.0 - alpha) + heat * alpha
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
-
-
-# ---------------------------------------------------------------------------------------------
-# sizes
-
-
-def parse_size(spec: str | int) -> str | int:
-    """``"auto"``, ``"native"`` or a short side in pixels (a multiple of 4, at least 8)."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        value = spec
-    else:
-        text = str(spec).strip().lower()
-        if text in ("auto", "native"):
-            return text
-        if not text.isdigit():
-            raise ConfigError(f"size must be 'auto', 'native' or a number of pixels, got {spec!r}")
-        value = int(text)
-    if value < 8 or value % 4:
-        raise ConfigError(f"size must be a multiple of 4 and at least 8 pixels, got {value}; "
-                          f"try {max(8, value // 4 * 4)}")
-    return value
-
-
-def working_size(height: int, width: int, size: str | int, image_size: int) -> tuple[int, int]:
-    """The (h, w) the network sees for an H × W image, before padding to a multiple of 4."""
-    if size == "native":
-        return height, width
-    short = image_size if size == "auto" else int(size)
-    # Smaller images are scaled *up* to the training size too: the model then sees objects at the
-    # scale it learned, and no detail is lost, because the blend uses the original pixels.
-    scale = short / min(height, width)
-    scale = min(scale, MAX_ASPECT * short / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def padded_size(height: int, width: int) -> tuple[int, int]:
-    """Round up to a multiple of 4 (two stride-2 layers) and at least 8, so that the 3-pixel and
-    1-pixel reflection pads inside the generator still fit after both downsamplings."""
-    return max(8, -(-height // 4) * 4), max(8, -(-width // 4) * 4)
+# resize and pad on the device
 
 
 def _pad(x: Tensor, height: int, width: int) -> Tensor:
@@ -152,8 +45,7 @@ def _pad(x: Tensor, height: int, width: int) -> Tensor:
     ph, pw = height - x.shape[-2], width - x.shape[-1]
     if ph == 0 and pw == 0:
         return x
-    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+    return F.pad(x, (0, pw, 0, ph), mode=pad_mode(ph, pw, x.shape[-2], x.shape[-1]))
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -168,68 +60,10 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# inputs
-
-
-@dataclass
-class _Prepared:
-    """A decoded input, ready for the device."""
-
-    pixels: Tensor              # (3, H, W) uint8 on the CPU
-    original: Any               # PIL RGB
-    alpha: Any                  # PIL L or None
-    source: Path | None
-    work: tuple[int, int]       # (h, w) the network sees
-
-
-def _decode(image: Any) -> tuple[Any, Any, Path | None]:
-    """(PIL RGB, alpha or None, source path) for a path, a PIL image, an array or a tensor."""
-    from PIL import Image, ImageOps
-
-    from .data import to_rgb, load_image
-
-    if isinstance(image, (str, os.PathLike)):
-        loaded = load_image(image)
-        return loaded.rgb, loaded.alpha, loaded.path
-    if isinstance(image, Image.Image):
-        rgb, alpha = to_rgb(ImageOps.exif_transpose(image) or image)
-        return rgb, alpha, None
-    if isinstance(image, Tensor):
-        image = image.detach().cpu()
-        if image.is_floating_point():
-            image = image.float()  # numpy has no bfloat16
-        return _from_array(image.numpy(), channels_first=True), None, None
-    if isinstance(image, np.ndarray):
-        return _from_array(image, channels_first=False), None, None
-    raise DataError(f"cannot translate a {type(image).__name__}; pass a file path, a PIL image, "
-                    "a (3, H, W) tensor or an (H, W, 3) array")
-
-
-def _from_array(array: np.ndarray, *, channels_first: bool) -> Any:
-    """A uint8 image (0-255) or a float image in [0, 1], as (3, H, W) / (1, 3, H, W) tensors or (H, W, 3) arrays."""
-    from PIL import Image
-
-    if channels_first:
-        if array.ndim == 4 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim != 3 or array.shape[0] != 3:
-            raise DataError(f"a tensor image must have shape (3, H, W) or (1, 3, H, W), got {tuple(array.shape)}")
-        array = array.transpose(1, 2, 0)
-    elif array.ndim != 3 or array.shape[2] != 3:
-        raise DataError(f"an array image must have shape (H, W, 3), got {tuple(array.shape)}")
-    if array.dtype != np.uint8:
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all() or array.min(initial=0) < 0 or array.max(initial=0) > 1:
-            raise DataError("a float image must hold values in [0, 1] (or pass uint8 values in 0-255)")
-        array = np.rint(array * 255.0).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
-
-
-# ---------------------------------------------------------------------------------------------
 # the translator
 
 
-class Translator:
+class Translator(TranslatorBase):
     """Both generators of a checkpoint, loaded once; translates images of any size and number.
 
     >>> t = Translator.load("smile")                 # a run name, a folder, a weights file or ORG/REPO
@@ -240,13 +74,10 @@ class Translator:
     def __init__(self, g_ab: nn.Module, g_ba: nn.Module, *, image_size: int, domains: tuple[str, str] = ("A", "B"),
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None, direction: str = "a2b",
                  size: str | int = "auto", checkpoint: Any = None) -> None:
+        # checkpoint: the RunCheckpoint it came from, when loaded with Translator.load
+        super().__init__(image_size=image_size, domains=domains, direction=direction, size=size, checkpoint=checkpoint)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.image_size = int(image_size)
-        self.domains = (str(domains[0]), str(domains[1]))
-        self.direction = _check_direction(direction)
-        self.size = parse_size(size)
-        self.checkpoint = checkpoint  # the RunCheckpoint it came from, when loaded with Translator.load
         # channels_last lets cuDNN pick its fastest NHWC kernels (tensor cores under bf16/fp16). On the
         # CPU the weights stay NCHW and _run picks the layout by image size (CPU_NHWC_PIXELS).
         self.channels_last = self.device.type == "cuda"
@@ -257,129 +88,61 @@ class Translator:
     @classmethod
     def load(cls, ckpt: str | os.PathLike, *, direction: str = "a2b", size: str | int = "auto", device: str = "auto",
              precision: str = "auto", runs_dir: str | os.PathLike | None = None,
-             cache_dir: str | os.PathLike | None = None, offline: bool = False) -> "Translator":
+             cache_dir: str | os.PathLike | None = None, offline: bool = False,
+             backend: str = "torch") -> "TranslatorBase":
         """Load a checkpoint once. ``ckpt`` follows ``--ckpt``'s rules: a path, a run name under the runs
-        dir, a cached or bundled name, or a Hugging Face Hub ``ORG/REPO``."""
+        dir, a cached or bundled name, or a Hugging Face Hub ``ORG/REPO``.
+
+        ``backend="onnxruntime"`` returns an :class:`~aggan_cli.onnx_backend.OnnxTranslator` for the files
+        ``aggan export`` wrote (same results; see docs/deploy.md)."""
         from .checkpoint import load_generators
         from .weights import resolve_checkpoint
 
-        _check_direction(direction)
+        if backend == "onnxruntime":
+            from .onnx_backend import OnnxTranslator
+
+            return OnnxTranslator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
+                                       runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
+        if backend != "torch":
+            raise ConfigError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+
+        check_direction(direction)
         size = parse_size(size)
         path = resolve_checkpoint(os.fspath(ckpt), runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
         g_ab, g_ba, run = load_generators(path, dev)
+        if run.model_config.image_size > MAX_SIZE:  # --size auto would run the network at that short side
+            raise CheckpointError(f"{run.path / 'config.json'} says image_size {run.model_config.image_size}, "
+                                  f"more than the {MAX_SIZE}-pixel maximum aggan translates at; the checkpoint is "
+                                  "damaged")
         return cls(g_ab, g_ba, image_size=run.model_config.image_size, domains=run.domains, device=dev,
                    dtype=dtype, direction=direction, size=size, checkpoint=run)
-
-    # -- description
-
-    def label(self, direction: str | None = None) -> str:
-        """``"neutral → smile"`` for a2b, the reverse for b2a (the domain names stored in the checkpoint)."""
-        a, b = self.domains
-        return f"{a} → {b}" if (direction or self.direction) == "a2b" else f"{b} → {a}"
 
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
 
-    def describe_size(self) -> str:
-        if self.size == "native":
-            return "native (the network at full resolution)"
-        short = self.image_size if self.size == "auto" else self.size
-        return f"{self.size} (network at {short} px short side, blended at full resolution)"
-
-    # -- translation
-
-    def translate(self, image: Any, *, direction: str | None = None) -> Translation:
-        """Translate one image (a path, a PIL image, an (H, W, 3) array or a (3, H, W) tensor)."""
-        return self._run([self._prepare(image)], _check_direction(direction or self.direction))[0]
-
-    def translate_many(self, images: Iterable[Any], *, batch_size: int = 4, direction: str | None = None,
-                       workers: int | None = None) -> Iterator[tuple[Any, Translation | DataError]]:
-        """Translate many images, yielding ``(input, Translation)`` or ``(input, DataError)`` for an
-        input that cannot be read, and carrying on.
-
-        Inputs are decoded on ``workers`` threads ahead of the device; images whose working size is equal
-        are batched together (``batch_size`` at most), so results come in a deterministic order that is
-        not always the input order. The results equal one-at-a-time translation, pixel for pixel.
-        """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}")
-        direction = _check_direction(direction or self.direction)
-        workers = workers or max(1, min(4, os.cpu_count() or 1))
-        window = max(2 * batch_size, 2 * workers)  # decoded images kept ahead: bounds memory on big photos
-        pending = iter(images)
-        decoding: deque = deque()
-        groups: dict[tuple[int, int], list[tuple[Any, _Prepared]]] = {}
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aggan-decode")
-
-        def refill() -> None:
-            while len(decoding) < window:
-                image = next(pending, _END)
-                if image is _END:
-                    return
-                decoding.append((image, pool.submit(self._prepare, image)))
-
-        def flush(key: tuple[int, int]) -> Iterator[tuple[Any, Translation]]:
-            group = groups.pop(key)
-            results = self._run([item for _, item in group], direction)
-            yield from zip((image for image, _ in group), results)
-
-        try:
-            refill()
-            while decoding:
-                image, future = decoding.popleft()
-                refill()
-                try:
-                    item = future.result()
-                except DataError as exc:
-                    yield image, exc
-                    continue
-                groups.setdefault(item.work, []).append((image, item))
-                if len(groups[item.work]) >= batch_size:
-                    yield from flush(item.work)
-                elif sum(len(g) for g in groups.values()) > window:
-                    yield from flush(next(iter(groups)))  # many different sizes: the oldest group goes
-            while groups:
-                yield from flush(next(iter(groups)))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _prepare(self, image: Any) -> _Prepared:
-        rgb, alpha, source = _decode(image)
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
-        height, width = pixels.shape[-2:]
-        return _Prepared(pixels, rgb, alpha, source, working_size(height, width, self.size, self.image_size))
+    def describe_device(self) -> str:
+        return describe_device(self.device)
 
     @torch.inference_mode()
-    def _run(self, items: list[_Prepared], direction: str) -> list[Translation]:
-        """One forward pass for images of equal working size, then a full-resolution blend per image."""
+    def _forward_and_compose(self, items: list[Prepared], direction: str) -> list[Translation]:
         height, width = items[0].work
-        full = [item.pixels.to(self.device, non_blocking=True).float() for item in items]  # (3, H, W) in [0, 255]
+        full = [torch.from_numpy(item.pixels).permute(2, 0, 1).to(self.device, non_blocking=True).float()
+                for item in items]                                                      # (3, H, W) in [0, 255]
         x = torch.cat([_resize(f[None], (height, width)) for f in full]) / 127.5 - 1.0   # (B, 3, h, w) in [-1, 1]
         x = _pad(x, *padded_size(height, width))                                         # (B, 3, h4, w4)
         if self.channels_last or (self.device.type == "cpu" and height * width >= CPU_NHWC_PIXELS):
             x = x.contiguous(memory_format=torch.channels_last)  # an NHWC input makes every conv run NHWC
-        # On the CPU a batch buys nothing (one 256-px image keeps every core busy; docs/translate.md) and
-        # oneDNN picks other kernels for a batch of one than for larger batches when a model has few
-        # channels, so one image per pass keeps the CPU's results independent of --batch-size, bit for bit.
-        step = 1 if self.device.type == "cpu" else len(items)
-        g = self.generators[direction]
-        try:
-            with autocast(self.device, self.dtype):
-                outs = [g(x[i:i + step]) for i in range(0, len(items), step)]
-        except Exception as exc:
-            error = _out_of_memory(exc, len(items), height, width)
-            if error is None:
-                raise
-            raise error from None
-        mask = torch.cat([o.mask for o in outs])[..., :height, :width].float()        # (B, 1, h, w) in [0, 1]
-        content = torch.cat([o.content for o in outs])[..., :height, :width].float()  # (B, 3, h, w) in [-1, 1]
+        with autocast(self.device, self.dtype):  # one pass: translate_many sends one image at a time on the CPU
+            out = self.generators[direction](x)
+        mask = out.mask[..., :height, :width].float()        # (B, 1, h, w) in [0, 1]
+        content = out.content[..., :height, :width].float()  # (B, 3, h, w) in [-1, 1]
         return [self._compose(item, f, mask[i:i + 1], content[i:i + 1], direction)
                 for i, (item, f) in enumerate(zip(items, full))]
 
-    def _compose(self, item: _Prepared, full: Tensor, mask: Tensor, content: Tensor, direction: str) -> Translation:
+    def _compose(self, item: Prepared, full: Tensor, mask: Tensor, content: Tensor, direction: str) -> Translation:
         """Eq. 1 at the input's own resolution: ``x + m · (c − x)`` in float32, then rounded to 8 bits.
 
         With ``x`` integer-valued and ``m`` exactly 0, ``m · (c − x)`` is exactly 0, so the rounded
@@ -391,14 +154,14 @@ class Translator:
         content_image = _to_pil(c.round().to(torch.uint8))
         # In place, on 12-MP photos every full-size temporary costs tens of milliseconds.
         out = c.sub_(full).mul_(m).add_(full).round_().clamp_(0, 255).to(torch.uint8)  # x + m · (c − x)
-        image = _to_pil(out)
-        if item.alpha is not None:
-            image.putalpha(item.alpha)
-        return Translation(image=image, mask=np.ascontiguousarray(m[0].cpu().numpy()), content=content_image,
-                           original=item.original, direction=direction, source=item.source)
+        return finish(item, _to_pil(out), m[0].cpu().numpy(), content_image, direction)
 
-
-_END = object()
+    def _is_out_of_memory(self, exc: Exception) -> bool:
+        """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError (MemoryError is caught for every backend)."""
+        oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+        text = str(exc)
+        return isinstance(exc, oom) or (isinstance(exc, RuntimeError)
+                                        and ("can't allocate memory" in text or "out of memory" in text))
 
 
 def _to_pil(image: Tensor) -> Any:
@@ -407,17 +170,3 @@ def _to_pil(image: Tensor) -> Any:
 
     return Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy(), "RGB")
 
-
-def _check_direction(direction: str) -> str:
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
-    return direction
-
-
-def _out_of_memory(exc: Exception, count: int, height: int, width: int) -> DeviceError | None:
-    """A DeviceError with advice if ``exc`` is running out of memory, else None."""
-    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    if isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
-        return DeviceError(f"out of memory translating {count} image(s) at {width}×{height} px; use --batch-size 1, "
-                           "or --size auto instead of native (or a smaller --size)")
-    return None

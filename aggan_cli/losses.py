@@ -32,9 +32,7 @@ class LossWeights:
     lambda_cycle: float = 10.0
     lambda_pixel: float = 1.0
     lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
-    adversarial: float = 1.0     # scale of the four adversarial terms (a warm-up may ramp it)
     lambda_floor: float = 0.0    # weight of the attention floor (keeps mask logits above floor_logit)
-    lambda_sparse: float = 0.0   # EXPERIMENT
     floor_logit: float = -4.0
 
 
@@ -122,18 +120,31 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     }
     terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
     adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
-    total = (weights.adversarial * adversarial
+    total = (adversarial
              + weights.lambda_cycle * terms["cycle"]
              + weights.lambda_pixel * terms["pixel"]
              + weights.lambda_tv * terms["tv"])
     if weights.lambda_floor:  # ours, against mask collapse (docs/training.md); 0 = the paper
         total = total + weights.lambda_floor * terms["floor"]
-    if weights.lambda_sparse:
-        terms["sparse"] = mask_a.float().mean() + mask_b.float().mean()
-        total = total + weights.lambda_sparse * terms["sparse"]
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
     return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)
+
+
+def scores_each_image_alone(d: torch.nn.Module) -> bool:
+    """True when ``d`` has no BatchNorm, so its score for an image does not depend on the rest of the
+    batch (instance norm normalises each image by itself)."""
+    return not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules())
+
+
+def score_together(d: torch.nn.Module, batches: list[Tensor]) -> list[Tensor]:
+    """``[d(b) for b in batches]``, computed as one call on the concatenated batch where that gives
+    the same scores (up to float rounding): fewer, larger convolutions, which on a CPU at batch 1 run
+    at a much higher fraction of the hardware's speed (docs/performance.md). With BatchNorm the batch
+    statistics would mix the batches, so each keeps its own call, as in CycleGAN."""
+    if len(batches) == 1 or not scores_each_image_alone(d):
+        return [d(b) for b in batches]
+    return list(d(torch.cat(batches)).split([b.shape[0] for b in batches]))
 
 
 def discriminator_objective(
@@ -162,6 +173,9 @@ def discriminator_objective(
     domain's real images as fake (D_Y sees x, D_YA sees ``[M_y, x]``), averaged with the generated
     fakes. An unchanged input is exactly what a collapsed generator outputs, so this teaches the
     discriminators from the first step what tells the domains apart, instead of only "looks generated".
+
+    With instance norm each discriminator scores its fake, negative and real batches in one call
+    (:func:`score_together`).
     """
     kind = gan_loss_kind
     mask_a, mask_b = mask_a.detach(), mask_b.detach()
@@ -170,10 +184,12 @@ def discriminator_objective(
     real_mask_a, real_mask_b = (mask_b, mask_a) if own_pairs else (mask_a, mask_b)
 
     def half(d: torch.nn.Module, real: Tensor, fake: Tensor, negative: Tensor) -> Tensor:
-        fake_loss = gan_loss(d(fake.detach()), False, kind)
+        batches = [fake.detach(), negative, real] if identity_negatives else [fake.detach(), real]
+        scores = score_together(d, batches)
+        fake_loss = gan_loss(scores[0], False, kind)
         if identity_negatives:
-            fake_loss = 0.5 * (fake_loss + gan_loss(d(negative), False, kind))
-        return 0.5 * (gan_loss(d(real), True, kind) + fake_loss)
+            fake_loss = 0.5 * (fake_loss + gan_loss(scores[1], False, kind))
+        return 0.5 * (gan_loss(scores[-1], True, kind) + fake_loss)
 
     terms = {
         "d_a": half(model.d_a, real_a, fake_a, real_b),

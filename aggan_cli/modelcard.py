@@ -25,12 +25,15 @@ def write_model_card(run_dir: str | Path, *, config: Mapping[str, Any], domains:
     """Write ``run_dir/README.md`` atomically and return its path.
 
     ``config`` is the run's ``config.json`` content (its ``model`` and ``train`` sections fill the
-    configuration table); ``domains`` is ``(a, b)``; ``sample_image`` is a picture to show, relative to the
-    run folder (an absolute path inside it is made relative); ``command_hint`` is the command that trained
-    the run, shown so that others can reproduce it.
+    configuration table); ``domains`` is ``(a, b)``; ``sample_image`` is a picture to show: a path relative
+    to the run folder, or any path (absolute, or relative to the current folder) to a file inside it. The
+    card links it relative to itself, so the picture shows wherever the folder goes (the Hub); a picture
+    outside the run folder is left out. ``command_hint`` is the command that trained the run, shown so
+    that others can reproduce it.
     """
     run_dir = Path(run_dir)
     domain_a, domain_b = (str(d) for d in domains)
+    sample_link = _link_inside(sample_image, run_dir) if sample_image else None
     lines = [
         "---",
         "library_name: aggan",
@@ -52,9 +55,9 @@ def write_model_card(run_dir: str | Path, *, config: Mapping[str, Any], domains:
         f"- aggan version: {_md(str(config.get('aggan_version', __version__)))}",
         "",
     ]
-    if sample_image:
+    if sample_link:
         lines += ["## Samples", "", "Each row: input, attention mask, content, output, reconstruction.", "",
-                  f"![samples]({_relative(sample_image, run_dir)})", ""]
+                  f"![samples]({sample_link})", ""]
     lines += [
         "## Use it",
         "",
@@ -100,17 +103,20 @@ def _configuration(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def _relative(image: str, run_dir: Path) -> str:
-    """A link that works on the Hub: relative to the run folder, forward slashes, spaces escaped."""
+def _link_inside(image: str, run_dir: Path) -> str | None:
+    """A Markdown link target to ``image`` relative to the card in ``run_dir`` (forward slashes, spaces
+    and brackets escaped), or None when ``image`` is not an existing file inside the run folder."""
+    from urllib.parse import quote
+
     path = Path(image)
-    if path.is_absolute():
-        for base in (run_dir, run_dir.resolve()):
-            try:
-                path = path.relative_to(base)
-                break
-            except ValueError:
-                continue
-    return path.as_posix().replace(" ", "%20")
+    if not path.is_absolute() and (run_dir / path).is_file():
+        path = run_dir / path  # relative to the run folder already
+    root = run_dir.resolve()
+    try:
+        relative = path.resolve().relative_to(root)  # absolute, or relative to the current folder
+    except ValueError:
+        return None
+    return quote(relative.as_posix()) if (root / relative).is_file() else None
 
 
 def _show(value: Any) -> str:

@@ -80,9 +80,8 @@ class AttentionGenerator(nn.Module):
     must be multiples of 4 (two stride-2 downsamplings).
     """
 
-    def __init__(self, *, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", mask_blur: bool = False) -> None:
+    def __init__(self, *, ngf: int = 64, n_blocks: int = 9, norm: str = "instance") -> None:
         super().__init__()
-        self.mask_blur = mask_blur
         bias = norm == "instance"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True),  # c7s1-64
@@ -99,12 +98,7 @@ class AttentionGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> GeneratorOutput:
         h = self.net(x)                       # (B, 4, H, W)
-        logit = h[:, :1]
-        if self.mask_blur:  # EXPERIMENT: a fixed 3x3 binomial filter against the transposed convs' checkerboard
-            kernel = torch.tensor([1.0, 2.0, 1.0], device=h.device, dtype=h.dtype)
-            kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3)
-            logit = F.conv2d(F.pad(logit, (1, 1, 1, 1), mode="replicate"), kernel)
-        mask = torch.sigmoid(logit)           # (B, 1, H, W), broadcast over RGB below
+        mask = torch.sigmoid(h[:, :1])        # (B, 1, H, W), broadcast over RGB below
         content = torch.tanh(h[:, 1:])        # (B, 3, H, W)
         image = content * mask + x * (1 - mask)  # Eq. 1
         return GeneratorOutput(image, mask, content)
@@ -178,7 +172,7 @@ class AGGAN(nn.Module):
     def __init__(self, config: ModelConfig, *, with_discriminators: bool = True) -> None:
         super().__init__()
         self.config = config
-        g = dict(ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm, mask_blur=config.mask_blur)
+        g = dict(ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm)
         self.g_ab = AttentionGenerator(**g)
         self.g_ba = AttentionGenerator(**g)
         if with_discriminators:

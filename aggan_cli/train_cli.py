@@ -1,5 +1,11 @@
-"""``aggan train``: resolve options (defaults < demo preset < TOML file < command line), set up the run
-folder, draw progress, handle Ctrl-C/SIGTERM, and print the summary (and the demo's self-score)."""
+"""``aggan train``: resolve the options (defaults < demo preset < ``--paper`` < TOML file < command line),
+check them, set up the run folder, draw progress, handle Ctrl-C/SIGTERM, and print the summary (and the
+demo's self-score).
+
+Options are the fields of config.ModelConfig and config.TrainConfig, by field name, wherever they come
+from; each value is checked with its field's rules, and a refusal names where the value came from
+(``--size``, ``train.toml: size``, ``runs/x/config.json: model.image_size``).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, TrainConfig, load_toml
+from .config import ModelConfig, TrainConfig, all_fields, checked, config_fields, load_toml
 from .errors import ConfigError, TrainingError
 
-MODEL_KEYS = {"ngf", "n_blocks", "norm", "discriminator", "ndf", "size"}
-CLI_ONLY = {"resume", "config", "quiet", "paper"}
-
 # `--paper`: the configuration of the paper (§III), one option away from our defaults.
-PAPER_PRESET: dict[str, Any] = {"discriminator": "global", "norm": "batch", "lambda_floor": 0.0,
-                                "identity_negatives": False}
+PAPER_PRESET: dict[str, Any] = {"discriminator": "global", "norm": "batch", "gan_loss": "vanilla",
+                                "lambda_floor": 0.0, "identity_negatives": False}
 
 # The demo preset: small enough for a 2-core CPU in under five minutes (docs/training.md has the
 # measurements); every value can still be overridden on the command line.
 DEMO_PRESET: dict[str, Any] = {
-    "size": 48,
+    "image_size": 48,
     "ngf": 16,
     "n_blocks": 4,
     "ndf": 32,
@@ -41,75 +44,74 @@ DEMO_PRESET: dict[str, Any] = {
 DEMO_TRAIN_IMAGES = 5000  # faces per domain drawn on the fly; more than the run ever sees twice
 DEMO_TEST_IMAGES = 64
 DEMO_TEST_SEED_OFFSET = 1000  # the test split uses other faces than training
+DATA_KEYS = ("domain_a", "domain_b", "demo")  # what a run trains on; --resume keeps it unless --data-changed
 
 
-def resolve_options(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
-    """Merge the option sources: Typer's defaults < the demo preset < ``--config`` TOML < the command line."""
-    merged = {k: v for k, v in values.items() if k not in CLI_ONLY}
-    if values.get("demo"):
-        merged.update(DEMO_PRESET)
-    if values.get("paper"):
-        merged.update(PAPER_PRESET)
-    if values.get("config") is not None:
-        file_values = load_toml(values["config"])
-        if "image_size" in file_values:
-            file_values["size"] = file_values.pop("image_size")
-        unknown = sorted(set(file_values) - set(merged) - {"load_size", "flip", "pool_size", "beta1", "beta2"})
-        if unknown:
-            raise ConfigError(f"{values['config']}: unknown option(s) {', '.join(unknown)}")
-        merged.update(file_values)
-    merged.update({k: values[k] for k in given if k not in CLI_ONLY})
-    if "epochs" in given and "steps" not in given:
-        merged["steps"] = None  # --epochs on the command line beats a preset's or file's step count
-    if "steps" in given and "epochs" not in given:
-        merged["epochs"] = None
-    return merged
+def resolve_options(values: dict[str, Any], given: set[str]) -> tuple[dict[str, Any], set[str]]:
+    """Merge the option sources: the fields' defaults < the demo preset < ``--paper`` < ``--config`` TOML <
+    the command line. Returns the options by field name and the names the user set explicitly
+    (on the command line, in the file, or with ``--paper``)."""
+    fields = {f.name: f for f in all_fields()}
+    command_line = {name: checked(fields[name], _plain(values[name]), fields[name].flag)
+                    for name in sorted(given & fields.keys())}
+    from_file = load_toml(values["config"]) if values.get("config") is not None else {}
+    options = {f.name: f.default for f in fields.values()}
+    paper = PAPER_PRESET if values.get("paper") else {}
+    demo = command_line.get("demo", from_file.get("demo"))
+    for layer in (DEMO_PRESET if demo else {}, paper, from_file, command_line):
+        _apply(options, layer)
+    return options, {*paper, *from_file, *command_line}
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _apply(options: dict[str, Any], layer: dict[str, Any]) -> None:
+    """``options.update(layer)``, where a layer that sets only one of --epochs and --steps unsets the other."""
+    options.update(layer)
+    for one, other in (("epochs", "steps"), ("steps", "epochs")):
+        if layer.get(one) is not None and other not in layer:
+            options[other] = None
 
 
 def build_configs(options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    model = ModelConfig(ngf=options["ngf"], n_blocks=options["n_blocks"], norm=options["norm"],
-                        discriminator=options["discriminator"], ndf=options["ndf"], image_size=options["size"])
-    train_fields = {k: v for k, v in options.items() if k not in MODEL_KEYS}
-    for key in ("domain_a", "domain_b", "runs_dir"):
-        if train_fields.get(key) is not None:
-            train_fields[key] = str(train_fields[key])
-    train_fields["name"] = train_fields.get("name") or ""
-    train_fields["domain_a"] = train_fields.get("domain_a") or ""
-    train_fields["domain_b"] = train_fields.get("domain_b") or ""
-    return model, TrainConfig(**train_fields)
+    """The two configuration objects from options by field name (checked again on construction)."""
+    model = ModelConfig(**{f.name: options[f.name] for f in config_fields(ModelConfig)})
+    return model, TrainConfig(**{f.name: options[f.name] for f in config_fields(TrainConfig)})
 
 
 def run_train_command(values: dict[str, Any], given: set[str]) -> None:
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
-    options = resolve_options(values, given)
-    demo = bool(options.get("demo"))
-    if demo and (values.get("domain_a") or values.get("domain_b")):
+    options, explicit = resolve_options(values, given)
+    folders = bool(values.get("domain_a") or values.get("domain_b"))
+    if options["demo"] and folders:
         raise ConfigError("--demo trains on built-in data: give no DOMAIN_A/DOMAIN_B folders with it")
-    runs_dir = Path(options.get("runs_dir") or "runs")
-    name = options.get("name") or ("demo" if demo else _default_name(options))
-    if name in (".", "..") or "/" in name or "\\" in name or name != name.strip():
-        raise ConfigError(f"--name must be a plain folder name, not {name!r}: it names the run's folder under "
-                          "--runs-dir, and `aggan translate --ckpt NAME` reads a NAME with a slash as a Hub ORG/REPO")
-    run_dir = runs_dir / name
     resume = bool(values.get("resume"))
+    if resume and not (options["name"] or options["demo"] or options["domain_b"]):
+        raise ConfigError("--resume continues a run: give its --name (the folder under --runs-dir)")
+    runs_dir = Path(options["runs_dir"])
+    options["name"] = name = options["name"] or ("demo" if options["demo"] else _default_name(options))
+    check_run_name(name, runs_dir)
+    run_dir = runs_dir / name
 
     from .checkpoint import has_checkpoint
 
     if resume:
-        options = _options_for_resume(run_dir, options, given)
-        demo = bool(options.get("demo"))
+        options = _options_for_resume(run_dir, options, explicit, console,
+                                      data_changed=bool(values.get("data_changed")))
     else:
-        build_configs({**options, "name": name})  # bad option values are reported before anything else
+        build_configs(options)  # bad option values are reported before anything else
     if not resume and has_checkpoint(run_dir):
         raise TrainingError(f"a run named {name!r} already exists in {run_dir}; continue it with --resume, "
                             "or start a new one with --name NEW_NAME")
-    if not demo and not (options.get("domain_a") and options.get("domain_b")):
+    if not options["demo"] and not (options["domain_a"] and options["domain_b"]):
         raise ConfigError("give two image folders, DOMAIN_A and DOMAIN_B (e.g. aggan train ./neutral ./smile), "
                           "or --demo to train on the built-in data")
-    options["name"] = name
     model_config, train_config = build_configs(options)
+    demo = train_config.demo is not None
 
     from .data import DemoSource, open_domain
     from .dist import distributed_context
@@ -126,11 +128,14 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
             source_b = open_domain(train_config.domain_b, "DOMAIN_B", minimum=need)
             if dist.is_main:
                 _warn_skipped(console, [*source_a.skipped, *source_b.skipped])
+                _warn_about_folders(console, train_config)
         if dist.is_main:
             _hold_run_lock(held, run_dir, console)  # one writer per run folder; released on exit
 
+        from .device import use_threads
         from .trainer import NullReporter, Trainer
 
+        use_threads(values.get("threads"))  # follows the machine's load between steps (device.py)
         # under torchrun only rank 0 talks: N copies of every line would say nothing more
         reporter = RichReporter(console, quiet=bool(values.get("quiet"))) if dist.is_main else NullReporter()
         trainer = Trainer(model_config, train_config, source_a, source_b, run_dir=run_dir, reporter=reporter,
@@ -146,6 +151,27 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
         _summary(console, trainer, result, stop, runs_dir, name, demo)
         if demo and not stop.is_set():
             _score_demo(console, trainer)
+
+
+def check_run_name(name: str, runs_dir: Path) -> None:
+    """A run name is one plain folder name that the file system can hold."""
+    if name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or not name.isprintable():
+        raise ConfigError(f"--name must be a plain folder name, not {name!r}: it names the run's folder under "
+                          "--runs-dir, and `aggan translate --ckpt NAME` reads a NAME with a slash as a Hub ORG/REPO")
+    limit = _name_max(runs_dir)
+    if len(os.fsencode(name)) > limit:
+        raise ConfigError(f"--name is {len(os.fsencode(name))} bytes long, but the file system of {runs_dir} allows "
+                          f"at most {limit} for a folder name; choose a shorter --name")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system under ``folder`` allows (255 on common ones)."""
+    for candidate in (folder.absolute(), *folder.absolute().parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):  # missing folder, or no pathconf (Windows)
+            continue
+    return 255
 
 
 def _write_digest(trainer, rank: int) -> None:
@@ -172,52 +198,87 @@ def _default_name(options: dict[str, Any]) -> str:
     return Path(b).resolve().name or "run"
 
 
-def _options_for_resume(run_dir: Path, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
-    """A resumed run keeps its saved configuration; only options given now (e.g. a larger --steps) change it."""
+def _options_for_resume(run_dir: Path, options: dict[str, Any], explicit: set[str], console, *,
+                        data_changed: bool) -> dict[str, Any]:
+    """A resumed run keeps its saved configuration; only options set now (e.g. a larger --steps) change it.
+    The model cannot change, and the data only with ``--data-changed``."""
     from .checkpoint import find_save, has_checkpoint
+    from .config import saved_options
 
     if not has_checkpoint(run_dir):
         raise TrainingError(f"nothing to resume: {run_dir} has no checkpoint; drop --resume to start the run")
-    saved = find_save(run_dir, need_state=True).config  # the newest whole save, even one interrupted mid-move
-    merged = dict(saved.get("train") or {})
-    merged.pop("extra", None)
-    model = saved.get("model") or {}
-    merged.update({"ngf": model.get("ngf"), "n_blocks": model.get("n_blocks"), "norm": model.get("norm"),
-                   "discriminator": model.get("discriminator"), "ndf": model.get("ndf"), "size": model.get("image_size")})
-    changed_model = sorted(k for k in given & MODEL_KEYS if options[k] != merged.get(k))
+    found = find_save(run_dir, need_state=True)  # the newest whole save, even one interrupted mid-move
+    saved, ignored = saved_options(found.config, found.config_path)
+    if ignored:
+        warn(console, f"{found.config_path}: ignoring {', '.join(ignored)}, written by a newer aggan")
+    changed_model = [f.flag for f in config_fields(ModelConfig)
+                     if f.name in explicit and options[f.name] != saved[f.name]]
     if changed_model:
-        raise ConfigError(f"--resume keeps the run's model; {', '.join('--' + k.replace('_', '-') for k in changed_model)} "
-                          "cannot change. Start a new run with --name to change the architecture")
-    for key in given - CLI_ONLY - MODEL_KEYS:
-        merged[key] = options[key]
-    if "epochs" in given:
-        merged["steps"] = None
-    if "steps" in given:
-        merged["epochs"] = None
+        raise ConfigError(f"--resume keeps the run's model; {', '.join(changed_model)} cannot change. Start a new run "
+                          "with --name to change the architecture")
+    data_given = explicit & set(DATA_KEYS)
+    if bool(options["domain_a"]) != bool(options["domain_b"]):
+        raise ConfigError("with --resume, give both DOMAIN_A and DOMAIN_B, or neither (the run keeps its folders)")
+    if data_given and not data_changed:
+        now, before = _data_description(options, None), _data_description(saved, found.config.get("domains"))
+        if now != before:
+            raise ConfigError(f"{run_dir} was trained on {before}, not {now}; resume without DOMAIN_A/DOMAIN_B and "
+                              "--demo to keep its data, or add --data-changed to go on with the new data")
+    merged = {f.name: f.default for f in all_fields()} | saved
+    _apply(merged, {key: options[key] for key in explicit})
+    if data_given:
+        merged.update({key: options[key] for key in DATA_KEYS})  # the new data replace the old, all of them
     return merged
+
+
+def _data_description(options: dict[str, Any], domains: Any) -> str:
+    """What a run trains on, in words: "the demo faces", or "neutral → smile" (DOMAIN_A's and DOMAIN_B's
+    folder names, as config.json records them under ``domains``)."""
+    if options.get("demo"):
+        return f"the demo {options['demo']}"
+    if isinstance(domains, dict) and domains.get("a") is not None:
+        return f"{domains.get('a')} → {domains.get('b')}"
+    names = (Path(options[key]).name or str(options[key]) for key in ("domain_a", "domain_b"))
+    return " → ".join(names)
+
+
+def warn(console, message: str) -> None:
+    """One yellow ``warning:`` line on stderr (rich markup in the message is shown as it is)."""
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _warn_skipped(console, skipped: list[tuple[Path, str]], shown: int = 10) -> None:
     """Name the files that were left out because they cannot be opened as images."""
-    from rich.markup import escape
-
     for _, reason in skipped[:shown]:
-        console.print(f"[yellow]warning:[/] skipped {escape(reason)}", soft_wrap=True)
+        warn(console, f"skipped {reason}")
     if len(skipped) > shown:
-        console.print(f"[yellow]warning:[/] skipped {len(skipped) - shown} more unreadable file(s)")
+        warn(console, f"skipped {len(skipped) - shown} more unreadable file(s)")
+
+
+def _warn_about_folders(console, train_config: TrainConfig) -> None:
+    """Legal but most likely a mistake: both domains in one folder, or run folders inside a domain's (the
+    next run would train on this run's sample grids)."""
+    a, b = (Path(train_config.domain_a).resolve(), Path(train_config.domain_b).resolve())
+    runs = Path(train_config.runs_dir).resolve()
+    if a == b:
+        warn(console, f"DOMAIN_A and DOMAIN_B are the same folder ({a}): the model can only learn to change "
+                      "nothing; give one folder per domain")
+    for label, folder in (("DOMAIN_A", a), ("DOMAIN_B", b)):
+        if runs == folder or folder in runs.parents:
+            warn(console, f"--runs-dir {train_config.runs_dir} lies inside {label} ({folder}): a later run on that "
+                          "folder would train on this run's sample grids; keep run folders elsewhere")
 
 
 def _hold_run_lock(stack: contextlib.ExitStack, run_dir: Path, console) -> None:
     """Lock ``run_dir`` for the rest of the command; a lock left by a killed run is taken over."""
-    from rich.markup import escape
-
     from .lock import RunLock
 
     lock = stack.enter_context(RunLock(run_dir, command=_command_line()))
     if lock.stale is not None:
-        console.print(f"[yellow]warning:[/] the previous training of {escape(str(run_dir))} "
-                      f"({escape(lock.stale.describe())}) ended without a clean exit; taking over its lock",
-                      soft_wrap=True)
+        warn(console, f"the previous training of {run_dir} ({lock.stale.describe()}) ended without a clean exit; "
+                      "taking over its lock")
 
 
 def _command_line() -> str:
@@ -280,7 +341,10 @@ class RichReporter:
         where = f"{info['device']}, {info['precision']}" + (f", {info['world']} processes" if info["world"] > 1 else "")
         self.console.print(f"[bold]aggan train[/] {a} → {b} ({info['sizes'][0]} / {info['sizes'][1]} images) on {where}; "
                            f"run folder {info['run_dir']}")
-        if info["start_step"]:
+        if info["start_step"] >= info["total_steps"]:
+            self.console.print(f"the run is already complete (step {info['start_step']} of {info['total_steps']}): "
+                               "nothing to train; to train it further, give a larger --steps or --epochs")
+        elif info["start_step"]:
             self.console.print(f"resuming at step {info['start_step']} of {info['total_steps']}")
         if self.quiet:
             return
@@ -306,9 +370,7 @@ class RichReporter:
         self.progress.update(self.task, completed=step, stats=stats)
 
     def warn(self, message: str) -> None:
-        from rich.markup import escape
-
-        self.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+        warn(self.console, message)
 
     def saved(self, step: int, path: Path) -> None:
         pass

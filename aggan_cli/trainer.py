@@ -8,23 +8,28 @@ tensor back to the host except at logging intervals, so a GPU is never stalled f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import Tensor
 
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
-                         os_reason, save_run)
+                         save_run)
 from .config import ModelConfig, TrainConfig
-from .data import EpochSampler, UnpairedDataset, collate, ignore_interrupts
-from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
-from .errors import CheckpointError, TrainingError
+from .data import EpochSampler, UnpairedDataset, centre_crop, collate, ignore_interrupts
+from .device import adjust_threads, autocast, describe_device, precision_name, resolve_device, resolve_precision
+from .ema import WeightAverage
+from .errors import CheckpointError, TrainingError, os_reason
+from .guard import NonFiniteGuard
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN
 from .scoring import json_number
@@ -37,6 +42,11 @@ NONFINITE_PATIENCE = 20
 FLOOR_FADE = (1 / 3, 2 / 3)
 # Under torchrun, a Ctrl-C or SIGTERM is agreed on by all ranks every this many steps (not every step).
 STOP_CHECK_EVERY = 10
+
+
+def floor_fade(progress: float) -> float:
+    """The attention floor's share of its weight at ``progress`` (0 = start, 1 = end of training)."""
+    return min(1.0, max(0.0, (FLOOR_FADE[1] - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
 
 
 class Reporter(Protocol):
@@ -221,7 +231,8 @@ class Trainer:
         self.schedule = Schedule(total, steps_per_epoch)
 
         torch.manual_seed(train_config.seed)
-        self.model = AGGAN(model_config).to(self.device)
+        with self.memory_errors("building the networks"):
+            self.model = AGGAN(model_config).to(self.device)
         self.channels_last = default_channels_last(self.device) if train_config.channels_last is None \
             else train_config.channels_last
         if self.channels_last:
@@ -230,11 +241,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN time its algorithms once
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
                                    lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
-                                   lambda_floor=train_config.lambda_floor, lambda_sparse=train_config.lambda_sparse)
-        if train_config.mask_bias:
-            with torch.no_grad():
-                for g in self.model.generators:
-                    g.net[-1].bias[0].fill_(train_config.mask_bias)
+                                   lambda_floor=train_config.lambda_floor)
         fused = fused_adam_supported(self.device)
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]
@@ -243,13 +250,10 @@ class Trainer:
         self.d_loss: torch.nn.Module = DiscriminatorLoss(self.model, train_config.gan_loss)
         if world > 1:
             self._wrap_ddp()
-        # An exponential moving average of the generators' weights (off unless --ema > 0): what samples,
-        # the demo score and model.safetensors use. It damps the step-to-step oscillation of GAN training.
-        self.ema: dict[str, torch.nn.Module] = {}
-        if train_config.ema:
-            import copy
-
-            self.ema = {name: copy.deepcopy(getattr(self.model, name)).requires_grad_(False) for name in ("g_ab", "g_ba")}
+        # A moving average of the generators' weights (off unless --ema > 0): what samples, the demo score
+        # and model.safetensors use. It damps the step-to-step oscillation of GAN training (ema.py).
+        self.ema = {name: WeightAverage(getattr(self.model, name), train_config.ema)
+                    for name in ("g_ab", "g_ba")} if train_config.ema else {}
         if train_config.compile:
             for network in (*self.model.generators, *self.model.discriminators):
                 network.compile()  # in place: state-dict keys and the DDP wrappers stay as they are
@@ -263,8 +267,8 @@ class Trainer:
         size = train_config.pool_size
         self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
         self.step = 0
+        self.floor_done = False  # the attention floor has faded out for good (see weights_at)
         self.watch = MaskWatch()
-        self.history: list[dict[str, float]] = []
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
         # Held-out quality at every save (a built-in task's test split, or --eval DIR): scored into
@@ -273,10 +277,7 @@ class Trainer:
         self.last_eval: dict[str, Any] | None = None   # {"step", "score", "quality"} of the latest save
         self.best: dict[str, Any] | None = None        # the same for the best save so far
         self.bad_files: set[str] = set()
-        # numerical faults, counted on the device (see _step_unless_nonfinite and _watch_numerics)
-        self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
-        self._skipped = torch.zeros((), dtype=torch.int64, device=self.device)
-        self._streak = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.guard = NonFiniteGuard(self.device, world=world, scaler=self.scaler)  # NaN/Inf steps, see _watch_numerics
         self._in_streak = False
         self._io_warned: set[str] = set()
         if resume:
@@ -287,14 +288,13 @@ class Trainer:
     def weights_at(self, step: int) -> LossWeights:
         """The loss weights for ``step``: the attention floor is at full weight for the first third of
         training (while the discriminators learn what tells the domains apart), then fades linearly
-        to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0."""
+        to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0.
+        Once faded out it stays off, also when a resumed run is extended with more steps."""
         if not self.weights.lambda_floor:
             return self.weights
         import dataclasses
 
-        progress = step / max(1, self.schedule.total_steps)
-        lo, hi = self.tcfg.floor_fade
-        fade = min(1.0, max(0.0, (hi - progress) / max(1e-9, hi - lo)))
+        fade = 0.0 if self.floor_done else floor_fade(step / max(1, self.schedule.total_steps))
         return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * fade)
 
     def _wrap_ddp(self) -> None:
@@ -327,9 +327,9 @@ class Trainer:
             g = self.g_loss(x, y)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g.total).backward()
-        self._step_unless_nonfinite(self.opt_g, g.total)
-        self._sharpen()
-        self._update_ema()
+        self.guard.step(self.opt_g, g.total)
+        for name, average in self.ema.items():
+            average.update(getattr(self.model, name))
         # 2. discriminators, on real samples and pooled fakes
         self._set_requires_grad(model.discriminators, True)
         fake_b, fake_a = g.fake_b.detach(), g.fake_a.detach()
@@ -344,7 +344,7 @@ class Trainer:
             d_total, d_terms = self.d_loss(x, y, fakes, self.tcfg.identity_negatives, self.tcfg.own_pairs)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_total).backward()
-        self._step_unless_nonfinite(self.opt_d, d_total)
+        self.guard.step(self.opt_d, d_total)
         self.scaler.update()
         self.sched_g.step()
         self.sched_d.step()
@@ -359,43 +359,15 @@ class Trainer:
 
     # -- numerical faults --------------------------------------------------------------------
 
-    def _step_unless_nonfinite(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        """``optimizer.step()``, skipped when ``loss`` is NaN or Inf: weights, Adam's moments and its step
-        count stay as they were. No host sync where it would stall a GPU: a fused Adam (CUDA) reads the
-        flag on the device through ``found_inf``, the mechanism GradScaler uses; other optimizers read
-        it on the host, which costs nothing on the CPU. Under DDP the flag is OR-ed over the ranks (their
-        gradients are averaged, so one rank's NaN is everyone's), and all ranks skip together."""
-        bad = ~torch.isfinite(loss.detach())
-        if self.world > 1:
-            import torch.distributed as td
-
-            flag = bad.float()
-            td.all_reduce(flag, op=td.ReduceOp.MAX)
-            bad = flag > 0
-        self._bad_now = self._bad_now | bad
-        if self.scaler.is_enabled():
-            self.scaler.step(optimizer)  # fp16: GradScaler skips the step itself when gradients are not finite
-        elif optimizer.defaults.get("fused"):
-            optimizer.found_inf = bad.float()
-            try:
-                optimizer.step()
-            finally:
-                del optimizer.found_inf
-        elif not bool(bad):
-            optimizer.step()
-
     def _watch_numerics(self, end: int) -> None:
-        """Count steps with a skipped update; warn once per run of them, stop after NONFINITE_PATIENCE in
-        a row. The counters live on the device and are read every step on the CPU, and on other devices
-        only at logging and saving steps, where the loop waits for the device anyway."""
-        self._streak = (self._streak + 1) * self._bad_now
-        self._skipped += self._bad_now
-        self._bad_now = torch.zeros((), dtype=torch.bool, device=self.device)
+        """Warn once per run of steps with a skipped (NaN or Inf) update, stop after NONFINITE_PATIENCE in
+        a row. The guard's counters live on the device and are read every step on the CPU, and on other
+        devices only at logging and saving steps, where the loop waits for the device anyway."""
+        self.guard.end_step()
         t = self.tcfg
         if self.device.type != "cpu" and self.step % t.log_every and self.step % t.save_every and self.step != end:
             return
-        skipped, streak = (int(v) for v in torch.stack([self._skipped, self._streak]).tolist())
-        self._skipped.zero_()
+        skipped, streak = self.guard.read()
         if skipped and not self._in_streak:
             what = "its update was" if skipped == 1 else f"{skipped} updates were"
             self.reporter.warn(f"step {self.step}: a loss was NaN or Inf, so {what} skipped; training goes on, and "
@@ -406,16 +378,18 @@ class Trainer:
             overflow = (f"overflow in {precision} (try --precision fp32)" if self.amp_dtype is not None
                         else "overflow even in fp32 precision")
             raise TrainingError(f"training stopped at step {self.step}: the losses were NaN or Inf for {streak} steps in a "
-                                f"row, and their updates were skipped. {self._last_save_line()} Likely causes: a learning "
-                                f"rate too high (--lr {t.lr:g}; try 10x lower), {overflow}, or extreme --lambda-* "
-                                "weights; change them and continue with --resume")
+                                f"row, and their updates were skipped. Likely causes: a learning rate too high (--lr "
+                                f"{t.lr:g}; try 10x lower), {overflow}, or extreme --lambda-* weights. "
+                                + self._what_is_kept("Change them"))
 
-    def _last_save_line(self) -> str:
+    def _what_is_kept(self, fix: str) -> str:
+        """The last good checkpoint and how to go on from it, or, when none was saved, how to start again."""
         try:
             step = find_save(self.run_dir, need_state=True).step
         except CheckpointError:
-            return "No checkpoint had been saved yet."
-        return f"The last good checkpoint, step {step}, is kept in {self.run_dir}."
+            return (f"No checkpoint had been saved yet: {fix[0].lower() + fix[1:]}, then start the run again "
+                    "(no --resume)")
+        return f"The last good checkpoint, step {step}, is kept in {self.run_dir}. {fix}, then continue with --resume"
 
     def _best_effort(self, what: str, write: Callable[[], Any]) -> None:
         """Write something that helps a person but is not needed to resume: a failing disk warns (once per
@@ -430,7 +404,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def loader(self):
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """The training batches from the current step on, loaded by ``--workers`` processes."""
         from torch.utils.data import DataLoader
 
         t = self.tcfg
@@ -440,13 +415,35 @@ class Trainer:
         sampler = EpochSampler(len(dataset), seed=t.seed, rank=self.rank, world=self.world,
                                start=self.step * t.batch_size)
         workers = default_workers() if t.workers is None else t.workers
-        return DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                          pin_memory=self.device.type == "cuda", drop_last=True,
-                          persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-                          worker_init_fn=ignore_interrupts)  # the trainer alone answers Ctrl-C, and saves
+        if workers > usable_cores():
+            self.reporter.warn(f"--workers {workers} is more than the {usable_cores()} CPU core(s) this process may "
+                               "use: data loading competes with training for them; leave --workers unset to fit "
+                               "the machine")
+        with warnings.catch_warnings():
+            # PyTorch's own warning says the same, twice (DataLoader and its iterator), in its own words
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            return iter(DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers,
+                                   collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=True,
+                                   persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                   worker_init_fn=ignore_interrupts))  # the trainer alone answers Ctrl-C, and saves
 
     def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
+        with self.memory_errors("training"):
+            return self._fit(stop_at=stop_at, should_stop=should_stop)
+
+    @contextlib.contextmanager
+    def memory_errors(self, doing: str) -> Iterator[None]:
+        """An out-of-memory error becomes a TrainingError that says how much was asked for and what to lower."""
+        try:
+            yield
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            message = out_of_memory_message(exc, doing, self.device, self.amp_dtype, self.mcfg, self.tcfg)
+            raise TrainingError(message) from None
+
+    def _fit(self, *, stop_at: int | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
         t = self.tcfg
         end = min(self.schedule.total_steps, stop_at) if stop_at is not None else self.schedule.total_steps
         if self.is_main:
@@ -456,7 +453,7 @@ class Trainer:
         last_time, last_step = started, self.step
         if self.fixed is None:
             self.fixed = self._fixed_batch()
-        batches = iter(self.loader()) if self.step < end else iter(())
+        batches = self.batches() if self.step < end else iter(())
         accumulated: dict[str, Tensor] = {}
         count = 0
         while self.step < end:
@@ -469,6 +466,7 @@ class Trainer:
             x = batch["a"].to(self.device, non_blocking=True, memory_format=layout)
             y = batch["b"].to(self.device, non_blocking=True, memory_format=layout)
             terms = self.train_step(x, y)
+            adjust_threads()  # one CPU thread per core that other processes leave free (device.py)
             self._watch_numerics(end)
             for k, v in terms.items():
                 accumulated[k] = accumulated[k] + v if k in accumulated else v
@@ -529,7 +527,6 @@ class Trainer:
             kind = self.watch.update(direction, metrics[key])
             if kind:
                 self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg, self.tcfg))
-        self.history.append(metrics)
         if self.is_main:
             self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics)))
         return metrics
@@ -538,8 +535,6 @@ class Trainer:
 
     def _fixed_batch(self, count: int = 4) -> dict[str, Tensor]:
         """A fixed set of centre crops from both domains, for comparable sample grids over time."""
-        from .data import _augment  # same resize/crop as training, without randomness
-
         def take(source):
             out = []
             for i in range(min(count, len(source))):
@@ -547,46 +542,14 @@ class Trainer:
                     image = source.load(i * max(1, len(source) // count))
                 except Exception:  # noqa: BLE001 - a broken file is reported by the loader, not here
                     continue
-                rng = _CentreRng()
-                out.append(_augment(image, rng, size=self.mcfg.image_size, load_size=self.mcfg.image_size, flip=False))
+                out.append(centre_crop(image, size=self.mcfg.image_size))
             return torch.stack(out) if out else None
 
         return {"a": take(self.source_a), "b": take(self.source_b)}
 
-    def sharpness_at(self, step: int) -> float:
-        """EXPERIMENT: the gain on the mask logits reached at ``step`` (1 before the ramp, geometric ramp)."""
-        k = self.tcfg.sharpen
-        if k <= 1:
-            return 1.0
-        lo, hi = self.tcfg.sharpen_span
-        progress = step / max(1, self.schedule.total_steps)
-        t = min(1.0, max(0.0, (progress - lo) / max(1e-9, hi - lo)))
-        return k ** t
-
-    def _sharpen(self) -> None:
-        """Raise the gain on both generators' mask logits by the schedule's step-to-step factor f, pivoting on
-        the logit c of ``sharpen_center``: logit -> f·logit + c·(1 − f), folded into the last convolution."""
-        factor = self.sharpness_at(self.step + 1) / self.sharpness_at(self.step)
-        if factor == 1.0:
-            return
-        c = math.log(self.tcfg.sharpen_center / (1 - self.tcfg.sharpen_center))
-        with torch.no_grad():
-            for g in self.model.generators:
-                last = g.net[-1]
-                last.weight[0].mul_(factor)
-                last.bias[0].mul_(factor).add_(c * (1 - factor))
-
-    def _update_ema(self) -> None:
-        if not self.ema:
-            return
-        with torch.no_grad():
-            for name, average in self.ema.items():
-                live = list(getattr(self.model, name).parameters())
-                torch._foreach_lerp_(list(average.parameters()), live, 1.0 - self.tcfg.ema)
-
     def generator(self, name: str) -> torch.nn.Module:
         """The generator to translate with: the weight average when --ema is on, else the live one."""
-        return self.ema[name] if name in self.ema else getattr(self.model, name)
+        return self.ema[name].network if name in self.ema else getattr(self.model, name)
 
     def write_samples(self) -> None:
         if not self.is_main or not self.fixed:
@@ -623,6 +586,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),  # empty unless fp16
             "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"])},
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
+            "floor_done": self.floor_done or self.step >= FLOOR_FADE[1] * self.schedule.total_steps,
         }
         if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
             state["live_g_ab"] = self.model.g_ab.state_dict()
@@ -646,8 +610,8 @@ class Trainer:
                      domains=self.domains, train_config=self.tcfg.to_dict(), training_state=self.training_state(),
                      extra=self._extra())
         except CheckpointError as exc:
-            raise TrainingError(f"{exc}. Training stopped. {self._last_save_line()} Free some disk space or fix the "
-                                "folder's permissions, then continue with --resume") from None
+            raise TrainingError(f"{exc}. Training stopped. "
+                                + self._what_is_kept("Free some disk space or fix the folder's permissions")) from None
         if self.last_eval is not None and self.last_eval is self.best and self.best["step"] == self.step:
             self._save_best()
         self._best_effort("the metrics plot and model card", self._write_extras)
@@ -673,14 +637,14 @@ class Trainer:
                      g_ba=self.generator("g_ba"), step=self.step, domains=self.domains,
                      train_config=self.tcfg.to_dict(), extra=self._extra())
         except CheckpointError as exc:
-            raise TrainingError(f"{exc}. Training stopped. {self._last_save_line()} Free some disk space or fix the "
-                                "folder's permissions, then continue with --resume") from None
+            raise TrainingError(f"{exc}. Training stopped. "
+                                + self._what_is_kept("Free some disk space or fix the folder's permissions")) from None
 
     def _write_extras(self) -> None:
         from .modelcard import write_model_card
         from .visuals import plot_metrics
 
-        if self.history:
+        if (self.run_dir / "metrics.jsonl").exists():
             plot_metrics(self.run_dir / "metrics.jsonl", self.run_dir / "metrics.png")
         samples = sorted((self.run_dir / "samples").glob("step-*.png"))
         write_model_card(self.run_dir, config=json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")),
@@ -702,13 +666,9 @@ class Trainer:
         if ckpt.model_config != self.mcfg:
             raise CheckpointError(f"{self.run_dir} was trained with a different model ({ckpt.model_config}); "
                                   "resume with the same model options, or start a new run with --name")
-        state = load_training_state(ckpt.state_path or self.run_dir, expected_step=ckpt.step)
-        for name in ("g_ab", "g_ba"):
-            load_state_dict_strict(self.generator(name), ckpt.generators, name, ckpt.path / "model.safetensors")
-            if self.ema:
-                if f"live_{name}" not in state:
-                    raise CheckpointError(f"{self.run_dir} was saved without --ema; resume without it")
-                getattr(self.model, name).load_state_dict(state[f"live_{name}"])
+        state_path = ckpt.state_path or self.run_dir / STATE_FILE
+        state = load_training_state(state_path, expected_step=ckpt.step)
+        self._restore_generators(ckpt, state, state_path)
         for name in ("d_a", "d_b", "d_a_attn", "d_b_attn"):
             try:
                 getattr(self.model, name).load_state_dict(state[name])
@@ -734,28 +694,60 @@ class Trainer:
         self.watch = MaskWatch(dict(watch.get("low", {})), dict(watch.get("high", {})),
                                {tuple(w) for w in watch.get("warned", [])})
         self.step = int(state["step"])
-        # The scheduler's lambda reads the (possibly raised) total, and --lr may have been changed on
-        # resume: recompute the base and current learning rates from this run's configuration.
+        total = self.schedule.total_steps
+        if self.step > total:
+            raise TrainingError(f"{self.run_dir} is already at step {self.step}, past the {total} steps asked for; "
+                                f"to train it further, give a --steps (or --epochs) beyond step {self.step}")
+        previous_total = int(ckpt.config.get("total_steps") or total)
+        self.floor_done = bool(state.get("floor_done", self.step >= FLOOR_FADE[1] * previous_total))
+        if total != previous_total and self.tcfg.lambda_floor and self.floor_done and self.step < total:
+            self.reporter.warn(f"extending the run from {previous_total} to {total} steps: the attention floor, "
+                               "which had faded out, stays off")
+        # The scheduler's lambda reads the (possibly changed) total, and --lr may have been changed on resume:
+        # recompute the base and current learning rates from this run's configuration (docs/training.md).
+        old_lr = self.opt_g.param_groups[0]["lr"]
         for opt, sched in ((self.opt_g, self.sched_g), (self.opt_d, self.sched_d)):
             sched.base_lrs = [self.tcfg.lr for _ in opt.param_groups]
             for group in opt.param_groups:
                 group["initial_lr"] = self.tcfg.lr
                 group["lr"] = self.tcfg.lr * self.schedule.lr_factor(self.step)
-        self.history = _read_metrics(self.run_dir / "metrics.jsonl", upto=self.step, rewrite=self.is_main)
+        new_lr = self.opt_g.param_groups[0]["lr"]
+        if total != previous_total and not math.isclose(new_lr, old_lr):
+            self.reporter.warn(f"extending the run from {previous_total} to {total} steps: the learning-rate "
+                               f"schedule is that of a {total}-step run, so at step {self.step} the rate goes from "
+                               f"{old_lr:.3g} to {new_lr:.3g}")
+        if self.is_main:
+            _drop_metrics_after(self.run_dir / "metrics.jsonl", self.step)
+
+    def _restore_generators(self, ckpt, state: dict[str, Any], state_path: Path) -> None:
+        """The live generators, and their averages under --ema. A run saved with --ema keeps its live
+        weights in the training state and the averages in model.safetensors; one saved without keeps
+        the live weights in model.safetensors. Resuming may switch: without --ema the live weights go
+        on (the average is dropped); with --ema on a run that had none, the average starts from them."""
+        for name in ("g_ab", "g_ba"):
+            live = getattr(self.model, name)
+            saved_live = state.get(f"live_{name}")
+            if saved_live is None:
+                load_state_dict_strict(live, ckpt.generators, name, ckpt.weights_path)
+            else:
+                load_state_dict_strict(live, {f"{name}.{k}": v for k, v in saved_live.items()}, name, state_path)
+            if name not in self.ema:
+                continue
+            if saved_live is None:
+                self.ema[name].reset(live)
+            else:
+                load_state_dict_strict(self.ema[name].network, ckpt.generators, name, ckpt.weights_path)
+        saved_with_ema = "live_g_ab" in state
+        if saved_with_ema and not self.ema:
+            self.reporter.warn(f"{self.run_dir} was trained with --ema; resuming without it, training goes on from "
+                               "the live weights, and checkpoints now hold them instead of the average")
+        elif self.ema and not saved_with_ema:
+            self.reporter.warn(f"{self.run_dir} was trained without --ema; the weight average starts now, from the "
+                               f"weights of step {int(state['step'])}")
 
 
 def _unwrap_loss(module):
     return getattr(module, "module", module)
-
-
-class _CentreRng:
-    """Stands in for a numpy Generator in _augment: always the centre crop, never a flip."""
-
-    def integers(self, low, high=None):
-        return (high - 1) // 2 if high is not None else 0
-
-    def random(self):
-        return 1.0
 
 
 def _better(new: float, old: float | None) -> bool:
@@ -771,21 +763,19 @@ def _append_line(path: Path, line: str) -> None:
         f.write(line + "\n")
 
 
-def _read_metrics(path: Path, upto: int, *, rewrite: bool = True) -> list[dict[str, float]]:
-    """Metrics lines up to ``upto`` (a resumed run's rank 0 rewrites the lines after its checkpoint)."""
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """A resumed run logs again from its checkpoint's step: drop the lines a stopped run wrote after it."""
     if not path.exists():
-        return []
+        return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError:  # a line cut short by a kill
             continue
-        if row.get("step", 0) <= upto:
-            kept.append(row)
-    if rewrite:
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def default_channels_last(device: torch.device) -> bool:
@@ -804,9 +794,46 @@ def fused_adam_supported(device: torch.device) -> bool:
     return device.type == "cpu" and (major, minor) >= (2, 4)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """Data-loading processes: leave the compute threads their cores (CPU) but keep a GPU fed."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if torch.cuda.is_available():
         return min(8, max(1, cores // 2))
     return 0 if cores <= 2 else min(4, cores // 4)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory errors: CUDA's and MPS's (``torch.OutOfMemoryError``), the CPU allocator's
+    RuntimeError, and Python's MemoryError (image decoding, numpy; re-raised from a data-loading worker
+    as a RuntimeError that names it)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    signs = ("DefaultCPUAllocator", "Caught MemoryError", "out of memory", "Out of memory")
+    return any(sign in text for sign in signs)
+
+
+def out_of_memory_message(exc: BaseException, doing: str, device: torch.device, amp_dtype: torch.dtype | None,
+                          mcfg: ModelConfig, tcfg: TrainConfig) -> str:
+    """One line: what ran out, how big the request was, and which options make the next try smaller."""
+    text = str(exc)
+    found = re.search(r"[Tt]ried to allocate ([\d.]+ ?[KMGT]?i?B)", text)  # CUDA and MPS
+    cpu = re.search(r"allocate (\d+) bytes", text)  # the CPU allocator
+    if found:
+        request = found.group(1)
+    elif cpu:
+        size = int(cpu.group(1))
+        request = f"{size / 2 ** 30:.2f} GiB" if size >= 2 ** 30 else f"{size / 2 ** 20:.1f} MiB"
+    else:
+        request = "more memory"
+    lower = (["--batch-size"] if tcfg.batch_size > 1 else []) + ["--size", "--ngf", "--n-blocks"]
+    if device.type == "cuda" and amp_dtype is None:
+        lower.append("the precision (--precision bf16 halves activations)")
+    return (f"out of memory on {describe_device(device)} while {doing}: a request for {request} could not be met "
+            f"(size {mcfg.image_size}, batch size {tcfg.batch_size}, ngf {mcfg.ngf}, {mcfg.n_blocks} blocks, "
+            f"ndf {mcfg.ndf}); lower {', '.join(lower[:-1])} or {lower[-1]}")

@@ -87,6 +87,18 @@ REGISTRY: dict[str, Published] = {
 }
 
 
+# What translate and export-masks use without --ckpt: works offline, right after pip install.
+DEFAULT_CHECKPOINT = "demo-smile"
+
+
+def describe_default_checkpoint() -> str:
+    """Which model runs without ``--ckpt``, and what it was trained for, in a few words."""
+    entry = REGISTRY[DEFAULT_CHECKPOINT]
+    a, b = entry.domains
+    return (f"{entry.name}, bundled with aggan: a toy model trained on {entry.image_size}-px procedural faces "
+            f"({a} → {b}) to try aggan out, not for real photos")
+
+
 # ---------------------------------------------------------------------------------------------
 # the cache and the environment
 
@@ -116,8 +128,43 @@ def is_offline(offline: bool = False) -> bool:
 
 
 def hub_endpoint() -> str:
-    """The Hub to talk to: ``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import)."""
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    """The Hub to talk to: ``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import),
+    checked, so that a malformed one is one line that names it."""
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    endpoint = raw.strip().rstrip("/")
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is out of range or not a number
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise WeightsError(f"HF_ENDPOINT={raw!r} is not a web address (http:// or https://, a host and an optional "
+                           "port up to 65535); set it to the Hub's address, e.g. https://huggingface.co, or unset it")
+    return endpoint
+
+
+def _hub():
+    """``huggingface_hub``, imported once the environment it reads at import time is known to be usable.
+
+    It parses ``HF_ENDPOINT`` when its download module is first imported, and prints that failure on
+    stdout, where aggan's results go: the endpoint is checked first, and anything the import prints is
+    kept off stdout and folded into one line."""
+    import contextlib
+    import io
+
+    hub_endpoint()
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            import huggingface_hub
+            import huggingface_hub.file_download  # noqa: F401 - the lazy import that reads the environment
+    except Exception as exc:  # noqa: BLE001 - any import failure is the environment's; say so in one line
+        raise WeightsError(f"huggingface_hub cannot be loaded ({_first_line(exc)}); check the HF_* environment "
+                           "variables") from None
+    return huggingface_hub
 
 
 def sha256_of(path: str | Path) -> str:
@@ -132,11 +179,10 @@ def is_repo_id(spec: str) -> bool:
     """Whether ``spec`` can name a Hub repository (``org/name``), by huggingface_hub's own rules."""
     if not _REPO_ID.fullmatch(spec):
         return False
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
+    utils = _hub().utils
     try:
-        validate_repo_id(spec)
-    except HFValidationError:
+        utils.validate_repo_id(spec)
+    except utils.HFValidationError:
         return False
     return True
 
@@ -155,7 +201,10 @@ def bundled_path(entry: Published) -> Path | None:
     return folder if sha256_of(folder / WEIGHTS_FILE) == entry.sha256 else None
 
 
-def _bundled_or_raise(entry: Published) -> Path:
+def _bundled_or_raise(entry: Published, revision: str | None = None) -> Path:
+    if revision is not None:
+        raise WeightsError(f"{entry.name} is bundled with aggan: it has no revisions to choose from; leave out "
+                           f"--revision (or give a Hub ORG/REPO)")
     path = bundled_path(entry)
     if path is None:
         raise WeightsError(f"the bundled checkpoint {entry.name!r} is not part of this installation of aggan "
@@ -206,8 +255,7 @@ def find_in_cache(target: HubTarget, cache_dir: str | Path | None = None) -> Pat
     cache = hub_cache_dir(cache_dir)
     if not cache.is_dir():
         return None
-    from huggingface_hub import try_to_load_from_cache
-
+    try_to_load_from_cache = _hub().try_to_load_from_cache
     found = [try_to_load_from_cache(target.repo_id, name, cache_dir=str(cache), revision=target.revision)
              for name in (WEIGHTS_FILE, CONFIG_FILE)]
     if not all(isinstance(f, str) for f in found):
@@ -229,9 +277,9 @@ def fetch(target: HubTarget, cache_dir: str | Path | None = None, *, force: bool
     download. huggingface_hub writes each file to a temporary name and renames it when complete, so a
     download cut off half-way never leaves a partial file under its real name.
     """
-    import huggingface_hub as hf
-
+    hf = _hub()
     cache = hub_cache_dir(cache_dir)
+    _check_cache_folder(cache)
     endpoint = hub_endpoint()
     options = dict(cache_dir=str(cache), endpoint=endpoint, force_download=force,
                    library_name="aggan", library_version=__version__)
@@ -259,6 +307,16 @@ def fetch(target: HubTarget, cache_dir: str | Path | None = None, *, force: bool
             if not _is_missing_entry(exc):
                 raise
     return snapshot
+
+
+def _check_cache_folder(cache: Path) -> None:
+    """Refuse a cache that cannot be a folder (``AGGAN_HOME`` pointing at a file) before any download."""
+    for folder in (cache, *cache.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise WeightsError(f"the cache folder {cache} cannot be created: {folder} is a file; point AGGAN_HOME "
+                                   "(or --cache-dir) at a folder")
+            return
 
 
 def _remove_cached_file(pointer: Path) -> None:
@@ -340,10 +398,10 @@ def _describe(exc: BaseException, target: HubTarget, filename: str, cache: Path,
         if exc.errno == errno.ENOSPC:
             return (f"no space left on the device while downloading {what} into {cache}: free some space, or "
                     f"point AGGAN_HOME (or --cache-dir) at a larger disk")
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
             return (f"cannot write to the cache {cache} ({exc.strerror}): set AGGAN_HOME (or --cache-dir) to a "
                     f"writable folder")
-        return f"downloading {filename} of {what} failed ({_first_line(exc)}); run the command again"
+        return f"downloading {filename} of {what} into {cache} failed ({_first_line(exc)})"
     return None
 
 
@@ -404,6 +462,9 @@ def resolve_checkpoint(spec: str, *, runs_dir: str | Path | None = None, cache_d
     (no network at all); a bundled checkpoint; a registry name or ``org/repo`` downloaded from the Hub.
     Offline (``offline=True`` or ``HF_HUB_OFFLINE=1``), the last step is an error that says how to fix it.
     """
+    if not spec.strip():
+        raise CheckpointError("the checkpoint name is empty; give --ckpt a run name, a run folder or "
+                              "model.safetensors, a known name (see `aggan download-weights --list`) or a Hub ORG/REPO")
     path = Path(spec).expanduser()
     if path.exists():
         return path
@@ -417,7 +478,7 @@ def resolve_checkpoint(spec: str, *, runs_dir: str | Path | None = None, cache_d
             return cached
     entry = REGISTRY.get(spec)
     if entry is not None and entry.bundled is not None:
-        return _bundled_or_raise(entry)
+        return _bundled_or_raise(entry, revision)
     if target is None:
         raise CheckpointError(f"checkpoint {spec!r} not found: it is not a path, a run in {runs}/, a known name "
                               f"(see `aggan download-weights --list`) or a Hub ORG/REPO")
@@ -451,7 +512,7 @@ def download(spec: str, *, revision: str | None = None, force: bool = False,
     """
     entry = REGISTRY.get(spec)
     if entry is not None and entry.bundled is not None:
-        path, source, downloaded, verified = _bundled_or_raise(entry), "bundled", False, True
+        path, source, downloaded, verified = _bundled_or_raise(entry, revision), "bundled", False, True
     else:
         target = hub_target(spec, revision)
         if target is None:
@@ -526,9 +587,7 @@ def _cached_snapshots(cache_dir: str | Path | None) -> Iterator[tuple[str, str, 
     cache = hub_cache_dir(cache_dir)
     if not cache.is_dir():
         return
-    from huggingface_hub import scan_cache_dir
-
-    for repo in sorted(scan_cache_dir(cache).repos, key=lambda r: r.repo_id):
+    for repo in sorted(_hub().scan_cache_dir(cache).repos, key=lambda r: r.repo_id):
         if repo.repo_type != "model":
             continue
         for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
@@ -543,5 +602,5 @@ def _describe_config(path: Path) -> tuple[tuple[str, str] | None, int | None]:
         config = json.loads(path.read_text(encoding="utf-8"))
         domains = config.get("domains") or {}
         return (str(domains.get("a", "A")), str(domains.get("b", "B"))), (config.get("model") or {}).get("image_size")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: 100,000 nested lists
         return None, None

@@ -86,7 +86,7 @@ class Aggan:
             return self._process.is_alive()
         return self._popen.poll() is None
 
-    def wait(self, timeout: float = 120) -> int:
+    def wait(self, timeout: float = 600) -> int:
         """The exit code; a negative number -N when signal N ended it."""
         if self._process is not None:
             self._process.join(timeout)
@@ -112,8 +112,10 @@ def start_executable(argv: list[str], cwd: Path, *, own_group: bool = False) -> 
     return Aggan([str(a) for a in argv], cwd, own_group=own_group, executable=True)
 
 
-def wait_for(condition: Callable[[], bool], process: Aggan, timeout: float = 60, what: str = "") -> None:
-    """Poll ``condition`` until true; fail early (with the process's output) if the process ends first."""
+def wait_for(condition: Callable[[], bool], process: Aggan, timeout: float = 600, what: str = "") -> None:
+    """Poll ``condition`` until true; fail early (with the process's output) if the process ends first.
+    The timeout only keeps a broken test from hanging: it is far beyond what any condition needs, even
+    on a loaded machine, and no test depends on how fast anything happens."""
     deadline = time.monotonic() + timeout
     while not condition():
         if not process.running():
@@ -123,8 +125,9 @@ def wait_for(condition: Callable[[], bool], process: Aggan, timeout: float = 60,
         time.sleep(0.02)
 
 
-def metrics_steps(run_dir: Path) -> list[int]:
-    """Steps logged in ``metrics.jsonl`` (a line cut short by a kill is ignored)."""
+def metrics_steps(run_dir: Path, since: float | None = None) -> list[int]:
+    """Steps logged in ``metrics.jsonl`` (a line cut short by a kill is ignored); with ``since`` (a
+    ``time.time()``), only the lines logged after it, by a process started then."""
     path = Path(run_dir) / "metrics.jsonl"
     steps = []
     try:
@@ -133,7 +136,9 @@ def metrics_steps(run_dir: Path) -> list[int]:
         return []
     for line in lines:
         try:
-            steps.append(int(json.loads(line)["step"]))
+            row = json.loads(line)
+            if since is None or row["time"] >= since:
+                steps.append(int(row["step"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
     return steps

@@ -73,6 +73,7 @@ def test_bench_table_and_only_and_layout_override():
     assert data["inference"] is None and data["train"]["images_per_s"] > 0
 
 
+@pytest.mark.slow  # bf16 convolutions on a CPU without bf16 units: minutes on a 2-core machine
 def test_bench_bf16_on_the_cpu():
     data = bench_json("--precision", "bf16", "--only", "train")
     assert data["precision"] == "bf16"
@@ -84,6 +85,15 @@ def test_bench_refuses_what_the_machine_lacks():
     assert result.exit_code == 1 and "fp16" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["bench", "--size", "30", "--device", "cpu"])
     assert result.exit_code == 1 and "multiple of 4" in result.output
+
+
+def test_bench_refuses_a_size_beyond_the_bound_before_allocating():
+    # --size 100000 used to allocate a 100,000² batch (and swap or fail with a traceback); now one line
+    # before anything is built, whatever the model-size bounds of ModelConfig
+    result = runner.invoke(app, ["bench", *BENCH_TINY, "--size", "100000"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert "--size" in errors[0] and "4096" in errors[0] and "aggan bench" not in result.output
 
 
 def test_train_in_bf16_with_channels_last_on_the_cpu(tmp_path, monkeypatch):

@@ -136,3 +136,75 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write(target, boom)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile or damaged checkpoints cost nothing and get one line
+
+
+def _edit_config(run, **model):
+    config = json.loads((run / "config.json").read_text())
+    config["model"].update(model)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("model", [{"n_blocks": 100_000_000}, {"ngf": 1_000_000_000}, {"ngf": 10 ** 30},
+                                   {"ngf": 100_000, "n_blocks": 2}])
+def test_a_config_asking_for_a_huge_network_is_refused_before_building_it(tmp_path, model):
+    import resource
+    import time
+
+    _, run = _saved(tmp_path)
+    _edit_config(run, **model)
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.process_time()
+    with pytest.raises(CheckpointError, match="do not belong together") as caught:
+        load_generators(run)
+    assert "config.json" in str(caught.value) and "model.safetensors" in str(caught.value)
+    # nothing was built: no memory (the peak did not grow by 100 MB) and no time to speak of
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000
+    assert time.process_time() - start < 30
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"format_version": 1, "step": 1%s}' % ("0" * 5000), "cannot read"),
+    ('{"format_version": 1, "model": %s1%s}' % ("[" * 100_000, "]" * 100_000), "nested too deeply"),
+])
+def test_a_hostile_config_json_is_one_line(tmp_path, content, message):
+    _, run = _saved(tmp_path)
+    (run / "config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_generators(run)
+    assert "config.json" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_weights_holding_nan_or_infinity_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, run = _saved(tmp_path)
+    weights = run / "model.safetensors"
+    for bad in (float("nan"), float("inf")):
+        tensors = load_file(weights)
+        tensors["g_ba.net.1.weight"][0, 0, 0, 0] = bad
+        save_file(tensors, weights, metadata={"format_version": "1", "step": "7"})
+        with pytest.raises(CheckpointError, match=r"g_ba\.net\.1\.weight holds NaN or infinite values"):
+            load_generators(run)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_weights_that_are_a_folder_or_a_fifo_are_named_as_such_and_never_opened(tmp_path, kind):
+    import os
+
+    _, run = _saved(tmp_path)
+    weights = run / "model.safetensors"
+    weights.unlink()
+    if kind == "folder":
+        weights.mkdir()
+    else:
+        os.mkfifo(weights)  # opening it for reading would wait for a writer forever
+    expected = "is a folder, not a file" if kind == "folder" else "is not a regular file"
+    for target in (run, weights):
+        if kind == "folder" and target == weights:
+            continue  # a folder named model.safetensors is taken for a run folder: no config.json in it
+        with pytest.raises(CheckpointError, match=expected) as caught:
+            load_generators(target)
+        assert "does not exist" not in str(caught.value)

@@ -21,7 +21,7 @@ TINY = ["--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--worker
         "--log-every", "2", "--save-every", "2", "--sample-every", "100"]
 
 
-def torchrun(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def torchrun(cwd: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AGGAN_DEBUG_DIGEST": "1"}
     env.pop("AGGAN_DEVICE", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -81,7 +81,7 @@ def test_a_failing_rank_stops_the_whole_job_with_its_message(tmp_path):
     a, b = make_domains(tmp_path)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "smile").write_text("not a folder")
-    result = torchrun(tmp_path, str(a), str(b), "--steps", "4", *TINY, timeout=180)
+    result = torchrun(tmp_path, str(a), str(b), "--steps", "4", *TINY)
     assert result.returncode != 0
     assert result.stderr.count("cannot create the run folder") == 1
     assert "[rank1]: Traceback" not in result.stderr

@@ -137,17 +137,121 @@ def test_translate_many_reports_bad_files_and_goes_on(ckpts, tmp_path):
         assert results[path].image.size == Image.open(path).size
 
 
-def test_batches_give_the_same_pixels_as_one_at_a_time(ckpts, tmp_path):
-    sizes = [(301, 177), (37, 53), (300, 177), (64, 64), (602, 354), (38, 53), (37, 53)]
-    paths = [write_rgb(tmp_path / f"{i}.png", s, seed=i) for i, s in enumerate(sizes)]
-    t = Translator.load(ckpts["split"])
+def passes_seen(translator: Translator) -> list[int]:
+    """A list that fills with the batch size of every forward pass of either generator."""
+    seen: list[int] = []
+    for g in translator.generators.values():
+        g.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    return seen
+
+
+SIZES = [(301, 177), (37, 53), (300, 177), (64, 64), (602, 354), (38, 53), (37, 53)]
+
+
+def test_the_cpu_runs_one_image_per_pass_whatever_the_batch_size(ckpts, tmp_path):
+    paths = [write_rgb(tmp_path / f"{i}.png", s, seed=i) for i, s in enumerate(SIZES)]
+    t = Translator.load(ckpts["split"], device="cpu")
+    seen = passes_seen(t)
     single = {p: t.translate(p) for p in paths}
     for batch_size in (1, 3, 8):
+        seen.clear()
         batched = dict(t.translate_many(paths, batch_size=batch_size, workers=2))
+        # several large photos in one pass multiply the memory, and oneDNN's kernels differ with the
+        # batch size: on the CPU each image gets its own pass, so --batch-size changes nothing
+        assert seen == [1] * len(paths), (batch_size, seen)
         assert set(batched) == set(paths)
         for p in paths:
             assert np.array_equal(pixels(batched[p].image), pixels(single[p].image)), (batch_size, p.name)
             assert np.array_equal(batched[p].mask, single[p].mask)
+
+
+def test_batches_of_equal_working_size_share_a_pass_and_give_the_same_images(ckpts, tmp_path, monkeypatch):
+    """The GPU's path (images of equal working size batched), run on the CPU: grouping, order and the
+    split of each pass back into images must give what one-at-a-time translation gives."""
+    paths = [write_rgb(tmp_path / f"{i}.png", s, seed=i) for i, s in enumerate(SIZES)]
+    t = Translator.load(ckpts["split"], device="cpu")
+    single = {p: t.translate(p) for p in paths}
+    monkeypatch.setattr(Translator, "images_per_pass", lambda self, batch_size: batch_size)
+    seen = passes_seen(t)
+    batched = dict(t.translate_many(paths, batch_size=3, workers=2))
+    assert max(seen) == 3 and sum(seen) == len(paths)  # 301×177, 300×177, 602×354 share a working size
+    assert set(batched) == set(paths)
+    for p in paths:
+        # oneDNN may round differently in a batch: at most one 8-bit level, as on a GPU (docs/translate.md)
+        assert np.abs(pixels(batched[p].image) - pixels(single[p].image)).max() <= 1, p.name
+        assert np.abs(batched[p].mask - single[p].mask).max() < 1e-3, p.name
+
+
+def test_decoded_images_waiting_for_the_device_are_bounded_by_their_pixels(ckpts, tmp_path, monkeypatch):
+    import aggan_cli.imaging as imaging
+
+    paths = [write_rgb(tmp_path / f"{i}.png", (120, 100), seed=i) for i in range(8)]
+    monkeypatch.setattr(imaging, "AHEAD_PIXELS", 120 * 100)  # room for one image ahead
+    pulled = 0
+
+    def inputs():
+        nonlocal pulled
+        for path in paths:
+            pulled += 1
+            yield path
+
+    done = 0
+    for _, result in Translator.load(ckpts["random"], device="cpu").translate_many(inputs(), batch_size=4, workers=4):
+        done += 1
+        assert pulled - done <= 1, (pulled, done)  # without the bound, 8 would be decoded at once
+    assert done == len(paths)
+
+
+def test_a_fifo_among_the_inputs_is_reported_without_being_opened(ckpts, tmp_path):
+    """translate_many reads each file's header to bound the pixels decoded ahead; opening a FIFO for that
+    waited forever for a writer. Run in a subprocess, so that the hang fails the test instead of hanging it."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    os.mkfifo(tmp_path / "pipe.png")
+    photo = write_rgb(tmp_path / "photo.png", (40, 30))
+    script = textwrap.dedent(f"""
+        from aggan_cli import Translator
+        t = Translator.load({str(ckpts["random"])!r}, device="cpu")
+        for image, result in t.translate_many([{str(tmp_path / "pipe.png")!r}, {str(photo)!r}], workers=1):
+            print(type(result).__name__, result if isinstance(result, Exception) else result.size)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [f"DataError {tmp_path / 'pipe.png'} is not a regular file (a pipe, socket or "
+                                        "device), not an image", "Translation (40, 30)"]
+
+
+def test_running_out_of_memory_says_how_big_the_request_was_and_what_to_lower(ckpts, tmp_path):
+    """A real allocation failure: the process may use 600 MB more than it needs to start, and the
+    network at full resolution on a 4,000 × 4,000 photo needs several GB."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    ckpt = write_checkpoint(tmp_path / "ckpt", ngf=16)
+    photo = write_rgb(tmp_path / "big.png", (4000, 4000))
+    script = textwrap.dedent(f"""
+        import resource, sys
+        import PIL.Image, PIL.PngImagePlugin, rich.progress, safetensors.torch, torch
+        import aggan_cli.cli, aggan_cli.checkpoint, aggan_cli.inference, aggan_cli.networks, aggan_cli.translate_cli
+        size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + 600_000_000, resource.RLIM_INFINITY))
+        sys.argv = ["aggan", "translate", {str(photo)!r}, "--ckpt", {str(ckpt)!r}, "--size", "native",
+                    "--device", "cpu", "--out", {str(tmp_path / "out")!r}]
+        aggan_cli.cli.main()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "out of memory on cpu translating 1 image(s) of up to 4000×4000 px" in errors[0]
+    assert "--size" in errors[0] and "--batch-size" not in errors[0]  # the CPU already runs one at a time
+    assert proc.stdout == "" and not (tmp_path / "out").exists(), errors[0]
 
 
 def test_the_two_directions_are_the_two_generators(ckpts, tmp_path):
@@ -188,3 +292,33 @@ def test_errors_name_the_problem(ckpts, tmp_path):
         Translator.load(ckpts["random"], size="huge")
     with pytest.raises(DataError, match="no such file"):
         Translator.load(ckpts["random"]).translate(tmp_path / "missing.jpg")
+
+
+def test_a_translation_carries_the_input_colour_profile_for_any_format(ckpts, tmp_path):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = write_rgb(tmp_path / "phone.jpg", (40, 30), icc_profile=profile)
+    r = Translator.load(ckpts["random"]).translate(photo)
+    assert r.colour == {"icc_profile": profile} and r.image.info["icc_profile"] == profile
+    for suffix in (".png", ".tif"):  # PIL writes the profile from image.info itself
+        r.image.save(tmp_path / f"out{suffix}")
+        assert Image.open(tmp_path / f"out{suffix}").info.get("icc_profile") == profile, suffix
+    for suffix in (".jpg", ".webp"):  # these writers need it passed: the documented one-liner
+        r.image.save(tmp_path / f"out{suffix}", icc_profile=r.image.info.get("icc_profile"))
+        assert Image.open(tmp_path / f"out{suffix}").info.get("icc_profile") == profile, suffix
+    with Image.open(photo) as opened:  # an opened PIL image gives its profile too
+        assert Translator.load(ckpts["random"]).translate(opened).colour == {"icc_profile": profile}
+
+
+def test_a_checkpoint_claiming_a_huge_training_size_is_refused_at_load(tmp_path):
+    import json
+
+    run = write_checkpoint(tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["image_size"] = 400_000  # --size auto would run the network at a 400,000-px short side
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="image_size 400000, more than the 4096-pixel maximum"):
+        Translator.load(run)
+    with pytest.raises(ConfigError, match="image_size must be from 8 to 4096"):
+        Translator(torch.nn.Identity(), torch.nn.Identity(), image_size=400_000)

@@ -7,12 +7,15 @@ untrained or collapsed model scores (mask AUC ~0.5, foreground gain 0 dB for out
 
 from __future__ import annotations
 
+import pytest
+
 from aggan_cli import demo
 from aggan_cli.config import ModelConfig, TrainConfig
 from aggan_cli.data import DemoSource
 from aggan_cli.trainer import Trainer
 
 
+@pytest.mark.slow  # ~45 s on a quiet 2-core machine
 def test_short_training_puts_attention_on_the_change(tmp_path):
     size = 48
     model = ModelConfig(ngf=8, n_blocks=2, ndf=16, image_size=size)

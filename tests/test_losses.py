@@ -65,8 +65,8 @@ def test_discriminator_objective_reaches_all_four_and_pairs_real_with_input_mask
     hook.remove()
     assert set(terms) == {"d_a", "d_b", "d_a_attn", "d_b_attn", "d_total"}
     real_pair = pair(step.mask_b, y)  # [M_y, y]: the mask g_ab made for x, with a real y
-    assert any(torch.equal(seen_input, real_pair) for seen_input in seen["inputs"])
-    assert len(seen["inputs"]) == 2  # one real and one fake batch, no more
+    assert len(seen["inputs"]) == 1  # the fake and the real batch in one call (instance norm: per image)
+    assert seen["inputs"][0].shape[0] == 4 and torch.equal(seen["inputs"][0][2:], real_pair)
     total.backward()
     for d in model.discriminators:
         assert d.net[0].weight.grad.abs().sum() > 0
@@ -86,7 +86,8 @@ def test_identity_negatives_score_the_other_domain_as_fake():
     plain, _ = discriminator_objective(model, x, y, **fakes)
     with_negatives, _ = discriminator_objective(model, x, y, identity_negatives=True, **fakes)
     hook.remove()
-    assert any(torch.equal(s, x) for s in seen)  # D_Y saw the real x (an unchanged input) as a fake
+    # D_Y saw the real x (an unchanged input) among its fakes: the batch is [fake, negative, real]
+    assert any(s.shape[0] == 6 and torch.equal(s[2:4], x) for s in seen)
     assert not torch.allclose(plain, with_negatives)
 
 
@@ -100,3 +101,37 @@ def test_attention_floor_only_acts_below_the_floor_and_keeps_a_gradient():
     # constant-size gradient below the floor, even where the sigmoid is saturated; none above it
     assert logits.grad[0].item() == pytest.approx(-0.25, rel=1e-3)
     assert logits.grad[2:].abs().max().item() < 1e-6
+
+
+def _separate_calls_objective(model, x, y, fakes, identity_negatives):
+    """discriminator_objective as it was written before it scored the batches together: one
+    discriminator call per batch. The reference for the test below."""
+    def half(d, real, fake, negative):
+        fake_loss = gan_loss(d(fake), False, "lsgan")
+        if identity_negatives:
+            fake_loss = 0.5 * (fake_loss + gan_loss(d(negative), False, "lsgan"))
+        return 0.5 * (gan_loss(d(real), True, "lsgan") + fake_loss)
+
+    m_a, m_b = fakes["mask_a"], fakes["mask_b"]
+    return (half(model.d_a, x, fakes["fake_a"], y) + half(model.d_b, y, fakes["fake_b"], x)
+            + half(model.d_a_attn, pair(m_a, x), fakes["fake_pair_a"], pair(m_a, y))
+            + half(model.d_b_attn, pair(m_b, y), fakes["fake_pair_b"], pair(m_b, x)))
+
+
+@pytest.mark.parametrize("identity_negatives", [False, True])
+def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separate_calls(identity_negatives):
+    model = _model()
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        step = generator_objective(model, x, y, LossWeights())
+    fakes = dict(fake_a=step.fake_a, fake_b=step.fake_b, fake_pair_a=pair(step.mask_a, step.fake_a),
+                 fake_pair_b=pair(step.mask_b, step.fake_b), mask_a=step.mask_a, mask_b=step.mask_b)
+    together, _ = discriminator_objective(model, x, y, identity_negatives=identity_negatives, **fakes)
+    together.backward()
+    grads = [p.grad.clone() for d in model.discriminators for p in d.parameters()]
+    model.zero_grad(set_to_none=True)
+    separate = _separate_calls_objective(model, x, y, fakes, identity_negatives)
+    separate.backward()
+    torch.testing.assert_close(together, separate)
+    for g, d_param in zip(grads, (p for d in model.discriminators for p in d.parameters())):
+        torch.testing.assert_close(g, d_param.grad)

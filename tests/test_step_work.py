@@ -27,8 +27,8 @@ class _Source:
         raise AssertionError("not used")
 
 
-def _trainer(tmp_path, **train) -> Trainer:
-    mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32)
+def _trainer(tmp_path, norm: str = "instance", **train) -> Trainer:
+    mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32, norm=norm)
     tc = TrainConfig(steps=100, workers=0, seed=0, device="cpu", pool_size=2, **train)
     return Trainer(mc, tc, _Source("a"), _Source("b"), run_dir=tmp_path / "run")
 
@@ -38,9 +38,11 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
 
 
+@pytest.mark.parametrize("norm", ["instance", "batch"])
 @pytest.mark.parametrize("identity_negatives", [False, True])
-def test_four_generator_passes_and_each_discriminator_as_often_as_the_objective_needs(tmp_path, identity_negatives):
-    trainer = _trainer(tmp_path, identity_negatives=identity_negatives)
+def test_four_generator_passes_and_each_discriminator_as_often_as_the_objective_needs(tmp_path, identity_negatives,
+                                                                                      norm):
+    trainer = _trainer(tmp_path, norm=norm, identity_negatives=identity_negatives)
     x, y = _batch()
     trainer.train_step(x, y)  # warm: fills the pools
     calls: Counter = Counter()
@@ -64,9 +66,11 @@ def test_four_generator_passes_and_each_discriminator_as_often_as_the_objective_
     # no identity pass: g_ab (A→B) never sees a real B image, g_ba never a real A image
     assert not any(t is y or torch.equal(t, y) for t in inputs["g_ab"])
     assert not any(t is x or torch.equal(t, x) for t in inputs["g_ba"])
-    # one score of the fakes for the generators' loss; real and fake (and the negatives) for its own
+    # one score of the fakes for the generators' loss; real and fake (and the negatives) for its own:
+    # in one call with instance norm, which scores each image alone; BatchNorm needs a call for each
+    own = 1 if norm == "instance" else 2 + int(identity_negatives)
     for name in DISCRIMINATORS:
-        assert calls[name] == 1 + 2 + int(identity_negatives), name
+        assert calls[name] == 1 + own, name
 
 
 def test_gradients_are_freed_with_set_to_none(tmp_path, monkeypatch):

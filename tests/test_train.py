@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,15 @@ def make_domains(root: Path, n_a: int = 3, n_b: int = 4) -> tuple[Path, Path]:
     for i in range(n_b):
         write_rgb(b / "nested" / f"b{i}.PNG", (36, 44 + i), seed=10 + i)
     return a, b
+
+
+def train_tiny(root: Path, steps: int = 2) -> Path:
+    """A finished tiny run on make_domains' folders, with its run folder under ROOT/runs; returns that."""
+    a, b = make_domains(root)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", str(steps), "--runs-dir", str(root / "runs"),
+                                 *TINY])
+    assert result.exit_code == 0, result.output
+    return root / "runs" / "smile"
 
 
 def test_awkward_real_files_train_and_broken_ones_are_named(tmp_path, monkeypatch):
@@ -115,13 +125,27 @@ def test_toml_config_and_command_line_precedence(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "stepz" in result.output
 
 
+class Recorder:
+    """A reporter that keeps the trainer's warnings."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def start(self, info): pass
+    def advance(self, step, metrics): pass
+    def saved(self, step, path): pass
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
 def _trainer(run_dir, steps=8, resume=False, **options):
     mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32)
-    tc = TrainConfig(steps=steps, workers=0, seed=3, device="cpu", log_every=2, sample_every=100, save_every=100,
-                     pool_size=3, load_size=36, **options)
+    tc = TrainConfig(**{"steps": steps, "workers": 0, "seed": 3, "device": "cpu", "log_every": 2, "sample_every": 100,
+                        "save_every": 100, "pool_size": 3, "load_size": 36, **options})
     src_a = DemoSource("a", seed=3, size=40, count=5)
     src_b = DemoSource("b", seed=3, size=40, count=7)
-    return Trainer(mc, tc, src_a, src_b, run_dir=run_dir, resume=resume)
+    return Trainer(mc, tc, src_a, src_b, run_dir=run_dir, resume=resume, reporter=Recorder())
 
 
 def test_resume_is_exact(tmp_path):
@@ -150,11 +174,11 @@ def test_weight_average_is_saved_and_resumes_exactly(tmp_path):
     second = _trainer(tmp_path / "split", resume=True, ema=0.5)
     second.fit()
     g_ab, _, _ = load_generators(tmp_path / "straight")
-    for (name, p), (_, q), (_, live) in zip(g_ab.state_dict().items(), straight.ema["g_ab"].state_dict().items(),
+    for (name, p), (_, q), (_, live) in zip(g_ab.state_dict().items(), straight.ema["g_ab"].network.state_dict().items(),
                                             straight.model.g_ab.state_dict().items()):
         assert torch.equal(p, q), name  # the file holds the average ...
     assert any(not torch.equal(a, b) for a, b in zip(g_ab.state_dict().values(), straight.model.g_ab.state_dict().values()))
-    for a, b in zip(straight.ema["g_ab"].state_dict().values(), second.ema["g_ab"].state_dict().values()):
+    for a, b in zip(straight.ema["g_ab"].network.state_dict().values(), second.ema["g_ab"].network.state_dict().values()):
         assert torch.equal(a, b)  # ... and a resumed run averages exactly as a straight one
     for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -200,3 +224,138 @@ def test_collapse_warning_only_recommends_options_that_exist():
     flags = set(re.findall(r"--[a-z][a-z-]+", paper + saturated))
     assert {"--lambda-floor", "--identity-negatives", "--discriminator"} <= flags
     assert flags <= known, flags - known
+
+
+def test_weight_average_with_batchnorm_translates_like_the_weights_it_averages(tmp_path, monkeypatch):
+    """--ema with --norm batch: the saved average carries BatchNorm's running statistics (averaged with the
+    weights, never touched by sample-grid passes), so `aggan translate` with it gives what the live
+    generators it averages give (decay 0.01: the average is nearly the live weights)."""
+    import numpy as np
+    from PIL import Image
+
+    from aggan_cli.checkpoint import load_run, load_training_state, save_run
+    from aggan_cli.networks import AttentionGenerator
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "6", "--norm", "batch", "--ema", "0.01",
+                                 "--batch-size", "2", *TINY])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "smile"
+    saved, live = load_run(run), load_training_state(run)
+    for key, value in live["live_g_ab"].items():
+        if "running_var" in key:
+            torch.testing.assert_close(saved.generators[f"g_ab.{key}"], value, rtol=0.05, atol=1e-4)
+    # the live generators as a checkpoint of their own, to translate with
+    cfg = saved.model_config
+    nets = []
+    for name in ("g_ab", "g_ba"):
+        g = AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
+        g.load_state_dict(live[f"live_{name}"])
+        nets.append(g)
+    save_run(tmp_path / "live", model_config=cfg, g_ab=nets[0], g_ba=nets[1], step=6)
+    photo = write_rgb(tmp_path / "photo.png", (40, 36), seed=3)
+    outputs = []
+    for ckpt in (run, tmp_path / "live"):
+        out = tmp_path / f"out-{ckpt.name}"
+        done = runner.invoke(app, ["translate", str(photo), "--ckpt", str(ckpt), "--out", str(out), "--device", "cpu"])
+        assert done.exit_code == 0, done.output
+        outputs.append(np.asarray(Image.open(out / "photo.png"), dtype=np.float64))
+    mse = np.mean((outputs[0] - outputs[1]) ** 2)
+    assert 10 * np.log10(255 ** 2 / max(mse, 1e-10)) > 35, mse  # PSNR: the same picture
+
+
+def test_a_name_longer_than_the_file_system_allows_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", *TINY, "--name", "x" * 300])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "300 bytes long" in lines[0] and "shorter --name" in lines[0], result.output
+
+
+def test_a_size_that_only_looks_like_a_number_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path), str(tmp_path), "--size", "²"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_disk_full_before_the_first_save_does_not_advise_resume(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import aggan_cli.checkpoint as checkpoint
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checkpoint, "write_durably", full)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "2", *TINY])
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "No checkpoint had been saved yet" in lines[0] and "start the run again" in lines[0]
+    assert "continue with --resume" not in lines[0]
+
+
+def test_the_same_folder_twice_and_runs_inside_a_domain_are_warned_about(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, _ = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(a), "--steps", "1", "--runs-dir", str(a / "runs"), *TINY])
+    assert result.exit_code == 0, result.output  # legal, and trained
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert any("DOMAIN_A and DOMAIN_B are the same folder" in w for w in warnings), warnings
+    assert any("lies inside DOMAIN_A" in w for w in warnings) and any("lies inside DOMAIN_B" in w for w in warnings)
+
+
+@pytest.mark.slow  # worker processes: ~40 s on a loaded 2-core machine
+def test_more_workers_than_cores_is_one_line_of_ours_not_pytorchs(tmp_path):
+    """A real process (PyTorch's warning goes to stderr there): one line that says what to do instead of
+    PyTorch's paragraph, printed twice."""
+    from aggan_cli.config import MAX_WORKERS
+    from aggan_cli.trainer import usable_cores
+
+    from processes import start
+
+    workers = usable_cores() + 1
+    if workers > MAX_WORKERS:
+        pytest.skip(f"this machine has {workers - 1} cores: more workers than cores is refused by the bound")
+    a, b = make_domains(tmp_path)
+    process = start(["train", a, b, "--steps", "2", *TINY[:-3], "--workers", workers, "--quiet"], tmp_path)
+    assert process.wait() == 0, process.log()
+    log = process.log()
+    assert "This DataLoader will create" not in log, log
+    assert len([line for line in log.splitlines() if line.startswith(f"warning: --workers {workers}")]) == 1, log
+
+
+@pytest.mark.slow  # a fresh interpreter, then a 1024-px step until memory runs out: ~35 s loaded
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the address-space limit is set from /proc (Linux)")
+def test_running_out_of_memory_is_one_line_with_the_request_and_what_to_lower(tmp_path):
+    """A real process whose address space is limited to what it holds after start-up plus 1.5 GiB, asked to
+    train at 1024 px: the allocator refuses, and the answer is one line, not a traceback."""
+    import subprocess
+    import sys
+    import textwrap
+
+    a, b = make_domains(tmp_path)
+    script = textwrap.dedent("""
+        import resource, sys
+        for module in ("torch", "torchvision", "matplotlib.pyplot", "aggan_cli.cli", "aggan_cli.train_cli",
+                       "aggan_cli.trainer", "aggan_cli.visuals", "aggan_cli.modelcard"):
+            __import__(module)
+        with open("/proc/self/status") as status:
+            size = next(int(line.split()[1]) for line in status if line.startswith("VmSize:")) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + 1536 * 2 ** 20, resource.RLIM_INFINITY))
+        sys.argv = ["aggan", *sys.argv[1:]]
+        from aggan_cli.cli import main
+        main()
+    """)
+    command = [sys.executable, "-c", script, "train", str(a), str(b), "--steps", "1", "--size", "1024", "--ngf", "64",
+               "--n-blocks", "2", "--ndf", "8", "--workers", "0", "--quiet", "--device", "cpu"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    assert "out of memory" in lines[0] and "a request for" in lines[0] and "size 1024" in lines[0]
+    assert "lower --size, --ngf or --n-blocks" in lines[0] and "--batch-size" not in lines[0]  # batch 1 already

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from aggan_cli import Translator
 from aggan_cli.cli import app
-from images import (displayed, write_checkpoint, write_empty, write_exif_rotated, write_mode, write_rgb, write_text,
-                    write_truncated_jpeg)
+from images import (displayed, photo_array, write_checkpoint, write_empty, write_exif_rotated, write_mode, write_rgb,
+                    write_text, write_truncated_jpeg)
 
 runner = CliRunner()
 
@@ -98,6 +98,15 @@ def test_sizes_native_and_explicit_keep_the_exact_size(ckpts, tmp_path):
     assert result.exit_code == 1 and "multiple of 4" in result.stderr
 
 
+@pytest.mark.parametrize("size", ["100000", "4100", "²", "1" * 5000, "８"])
+def test_a_size_beyond_the_bound_or_not_ascii_digits_is_one_line_before_any_work(ckpts, tmp_path, size):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    result = aggan("translate", photo, "--ckpt", ckpts["random"], "--size", size, "--out", tmp_path / "out")
+    line = one_error_line(result)
+    assert "size must be" in line and ("4096" in line or "a number of pixels" in line)
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # inputs: trees, globs, names
 
@@ -131,6 +140,126 @@ def test_outputs_inside_the_input_folder_are_not_translated_again(ckpts, tmp_pat
                        "--out", tmp_path / "photos" / "out")
         assert result.exit_code == 0 and "2 images →" in result.stderr
     assert files_under(tmp_path / "photos" / "out") == {"0.png", "1.png"}
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (links not followed) and the sha256 of its bytes."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def one_error_line(result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", ["dot in the folder", "glob into its folder", "out links to the folder",
+                                  "masks named like an input"])
+def test_an_output_over_an_input_is_refused_before_any_work(ckpts, tmp_path, monkeypatch, case):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "face.png", (30, 30))
+    write_rgb(photos / "other.png", (30, 30), seed=1)
+    write_rgb(photos / "hand.jpg", (30, 30), seed=2)
+    write_rgb(photos / "hand_mask.png", (30, 30), seed=3)  # the user's own file, not an aggan output
+    (tmp_path / "link").symlink_to(photos, target_is_directory=True)
+    monkeypatch.chdir(photos)
+    before = digests(tmp_path)
+    command, args = {
+        "dot in the folder": ("translate", ["face.png", "--out", "."]),
+        "glob into its folder": ("translate", [str(photos / "*.png"), "--out", str(photos)]),
+        "out links to the folder": ("translate", [str(photos / "face.png"), "--out", str(tmp_path / "link")]),
+        "masks named like an input": ("export-masks", ["hand.jpg", "hand_mask.png", "--out", "."]),
+    }[case]
+
+    result = aggan(command, *args, "--ckpt", ckpts["random"])
+
+    line = one_error_line(result)
+    assert "would be written over the input" in line and "--out" in line and "--suffix" in line
+    victim = "hand_mask.png" if command == "export-masks" else "face.png"
+    assert line.count(victim) == 2  # names the output and the input
+    assert result.stdout == "" and "translating" not in result.stderr  # refused before loading the model
+    assert digests(tmp_path) == before
+
+
+def test_suffix_writes_next_to_the_inputs_and_a_second_run_leaves_its_outputs_out(ckpts, tmp_path):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "face.png", (30, 30))
+    write_rgb(photos / "sub" / "hand.jpg", (30, 30), seed=1)
+    originals = digests(photos)
+    for run in range(2):
+        result = aggan("translate", photos, "--out", photos, "--suffix", "_smile", "--ckpt", ckpts["random"])
+        assert result.exit_code == 0, result.output
+        assert sorted(written(result)) == [photos / "face_smile.png", photos / "sub" / "hand_smile.png"]
+        assert ("left out 2 earlier output(s)" in result.stderr) == (run == 1)
+    assert files_under(photos) == {"face.png", "sub/hand.jpg", "face_smile.png", "sub/hand_smile.png"}
+    assert {k: v for k, v in digests(photos).items() if k in originals} == originals
+    result = aggan("translate", photos / "face.png", "--out", photos, "--suffix", "a/b", "--ckpt", ckpts["random"])
+    assert "--suffix" in one_error_line(result)
+
+
+def test_out_equal_to_the_input_folder_or_its_parent_works_again_and_again(ckpts, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    write_rgb(photos / "a.jpg", (30, 30))
+    write_rgb(photos / "b.jpg", (30, 30), seed=1)
+    originals = digests(photos)
+    monkeypatch.chdir(tmp_path)
+    for out, expected in ((".", {"a.png", "b.png"}), ("photos", {"photos/a.png", "photos/b.png"})):
+        for _ in range(2):
+            result = aggan("translate", "photos", "--out", out, "--ckpt", ckpts["random"])
+            assert result.exit_code == 0, result.output
+            assert {p.as_posix() for p in written(result)} == expected
+    assert files_under(photos) == {"a.jpg", "b.jpg", "a.png", "b.png"}
+    assert {k: v for k, v in digests(photos).items() if k in originals} == originals
+
+
+def test_export_masks_run_twice_into_its_input_folder_never_reads_its_own_outputs(ckpts, tmp_path, monkeypatch):
+    em = tmp_path / "em"
+    write_rgb(em / "face.jpg", (30, 30))
+    monkeypatch.chdir(tmp_path)
+    first = aggan("export-masks", "em/*", "--out", "em", "--content", "--ckpt", ckpts["random"])
+    assert first.exit_code == 0, first.output
+    for _ in range(2):  # also without --content: face_content.png is still recognised as an output
+        again = aggan("export-masks", "em/*", "--out", "em", "--ckpt", ckpts["random"])
+        assert again.exit_code == 0, again.output
+        assert written(again) == [Path("em/face_mask.png"), Path("em/face_overlay.png")]
+    assert files_under(em) == {"face.jpg", "face_mask.png", "face_overlay.png", "face_content.png"}
+
+
+@pytest.mark.parametrize("command", ["translate", "export-masks"])
+@pytest.mark.parametrize("where", ["a file in the way", "a virtual file system"])
+def test_an_output_folder_that_cannot_be_created_is_one_line(ckpts, tmp_path, command, where):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    (tmp_path / "afile").write_text("in the way")
+    out = {"a file in the way": tmp_path / "afile" / "sub",
+           "a virtual file system": Path("/proc/aggan-test/out")}[where]
+    before = digests(tmp_path)
+    result = aggan(command, photo, "--out", out, "--ckpt", ckpts["random"])
+    line = one_error_line(result)
+    assert "cannot create the output folder" in line and str(out) in line and "--out" in line
+    assert digests(tmp_path) == before and result.stdout == ""
+
+
+def test_a_glob_or_folder_through_a_link_loop_ends(ckpts, tmp_path):
+    loop = tmp_path / "loop"
+    write_rgb(loop / "a.png", (30, 30))
+    write_rgb(loop / "deeper" / "b.png", (30, 30), seed=1)
+    (loop / "s1").symlink_to(".", target_is_directory=True)   # back to itself, twice:
+    (loop / "deeper" / "s2").symlink_to("..", target_is_directory=True)  # glob's ** never ends here
+    for command, pattern in (("translate", str(loop / "**" / "*.png")), ("export-masks", str(loop))):
+        # a real process with a generous limit: a walk that follows the links never returns at all
+        proc = subprocess.run([sys.executable, "-m", "aggan_cli", command, pattern, "--ckpt", ckpts["random"],
+                               "--out", str(tmp_path / command)], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+        expected = ["a.png", "b.png"] if command == "translate" else ["a_mask.png", "a_overlay.png", "b_mask.png",
+                                                                      "b_overlay.png"]
+        assert sorted(Path(p).name for p in proc.stdout.splitlines()) == expected
+    from aggan_cli.data import open_domain
+
+    assert sorted(p.name for p in open_domain(loop, "domain A", minimum=1).paths) == ["a.png", "b.png"]
 
 
 def test_equal_stems_never_overwrite_each_other(ckpts, tmp_path):
@@ -191,6 +320,37 @@ def test_unreadable_files_are_named_skipped_and_fail_the_run(ckpts, tmp_path):
     assert sorted(written(result)) == sorted([out / "good1.png", out / "good2.png"])
 
 
+def _raised(function, *args):
+    try:
+        function(*args)
+    except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+        return exc
+    return None
+
+
+def test_a_fifo_named_like_an_image_is_never_opened(ckpts, tmp_path):
+    """Opening a FIFO for reading waits for a writer forever: named, in a folder or through the API,
+    it is reported (or passed over) without being opened."""
+    from aggan_cli.data import load_image
+    from aggan_cli.errors import DataError
+
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "pipe.png")
+    write_rgb(tmp_path / "in" / "fine.png", (30, 30))
+    import threading
+
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(_raised(load_image, tmp_path / "in" / "pipe.png")),
+                              daemon=True)  # daemon: a regression blocks this thread, not the test run
+    reader.start()
+    reader.join(timeout=120)
+    assert outcome and isinstance(outcome[0], DataError) and "not a regular file" in str(outcome[0]), outcome
+    result = aggan("translate", tmp_path / "in", tmp_path / "in" / "pipe.png", "--ckpt", ckpts["random"],
+                   "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "pipe.png: not a regular file" in result.stderr
+    assert files_under(tmp_path / "out") == {"fine.png"}  # the folder walk passed over the FIFO
+
+
 def test_a_missing_checkpoint_is_one_red_line(tmp_path):
     photo = write_rgb(tmp_path / "p.jpg", (30, 30))
     result = aggan("translate", photo, "--ckpt", str(tmp_path / "no-such-run"), "--out", tmp_path / "out")
@@ -218,7 +378,180 @@ def test_an_unwritable_output_folder_is_one_clear_error(ckpts, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# stdout: every file written, one path per line, whatever stops the run
+
+
+def hidden_or_written(out: Path) -> tuple[set[str], set[str]]:
+    """(hidden leftovers, visible files) under ``out``, as paths relative to it."""
+    files = files_under(out) if out.exists() else set()
+    return {f for f in files if Path(f).name.startswith(".")}, {f for f in files if not Path(f).name.startswith(".")}
+
+
+@pytest.mark.parametrize("command", ["translate", "export-masks"])
+def test_a_write_error_half_way_still_prints_every_file_written(ckpts, tmp_path, command):
+    for name in ("a", "b", "c"):
+        write_rgb(tmp_path / "in" / f"{name}.jpg", (30, 30))
+    out = tmp_path / "out"
+    blocked = "b.png" if command == "translate" else "b_overlay.png"  # b_mask.png is written first
+    (out / blocked).mkdir(parents=True)  # a folder where a file should go: its rename fails
+
+    result = aggan(command, tmp_path / "in", "--ckpt", ckpts["random"], "--out", out)
+
+    line = one_error_line(result)
+    assert "cannot write" in line and blocked in line
+    hidden, visible = hidden_or_written(out)
+    assert hidden == set()
+    assert {p.relative_to(out).as_posix() for p in written(result)} == visible - {blocked}
+    assert ("a.png" if command == "translate" else "b_mask.png") in visible
+
+
+def test_running_out_of_memory_while_writing_is_one_line_and_reports_what_was_written(ckpts, tmp_path, monkeypatch):
+    from aggan_cli.imaging import Translation
+
+    def no_memory(self):
+        raise MemoryError  # what numpy raises when a 100-megapixel overlay does not fit
+
+    monkeypatch.setattr(Translation, "overlay", no_memory)
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    result = aggan("export-masks", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "out")
+    line = one_error_line(result)
+    assert "not enough memory to make" in line and "p_overlay.png" in line
+    assert written(result) == [tmp_path / "out" / "p_mask.png"]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_still_print_every_file_written_and_leave_no_temporary_file(tmp_path, sig):
+    import signal
+
+    from processes import start, wait_for
+
+    ckpt = write_checkpoint(tmp_path / "ckpt", ngf=16, image_size=64)  # slow enough to stop half way
+    for i in range(300):
+        write_rgb(tmp_path / "in" / f"{i:03d}.png", (64, 64), seed=i)
+    out = tmp_path / "out"
+    process = start(["translate", tmp_path / "in", "--ckpt", ckpt, "--out", out, "--device", "cpu", "-q",
+                     "--batch-size", "1"], tmp_path)
+    printed = lambda: [Path(line) for line in process.log().splitlines() if line.startswith(str(out))]  # noqa: E731
+    wait_for(lambda: len(printed()) >= 3, process, timeout=600, what="three written paths")
+    process.signal(getattr(signal, sig))
+    code = process.wait(timeout=600)
+
+    assert code == {"SIGINT": 130, "SIGTERM": 143}[sig], process.log()
+    hidden, visible = hidden_or_written(out)
+    assert hidden == set(), hidden
+    assert 3 <= len(visible) < 300  # it did stop half way
+    assert sorted(p.relative_to(out).as_posix() for p in printed()) == sorted(visible)
+    assert "Traceback" not in process.log()
+
+
+def test_names_with_line_breaks_keep_one_path_per_line_or_use_print0(ckpts, tmp_path):
+    write_rgb(tmp_path / "in" / "two\nlines.png", (30, 30))
+    write_rgb(tmp_path / "in" / "plain.png", (30, 30))
+    out = tmp_path / "out"
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(out / "plain.png"), str(out / "two") + "\\nlines.png"]
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", out, "--print0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split("\0") == [str(out / "plain.png"), str(out / "two\nlines.png"), ""]
+
+
+def test_an_output_folder_made_by_a_run_where_every_input_failed_is_removed(ckpts, tmp_path):
+    broken = write_truncated_jpeg(tmp_path / "cut.jpg")
+    kept = tmp_path / "existing"
+    kept.mkdir()
+    for out in (tmp_path / "new" / "deeper", kept):
+        result = aggan("translate", broken, "--ckpt", ckpts["random"], "--out", out)
+        assert result.exit_code == 1 and "1 of 1 inputs failed" in result.stderr
+    assert not (tmp_path / "new").exists()  # both folders this run made, and nothing else
+    assert kept.is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
 # what comes out
+
+
+def test_without_ckpt_the_bundled_demo_is_used_and_named(tmp_path, monkeypatch):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    monkeypatch.chdir(tmp_path)
+    result = aggan("translate", photo, "-q")
+    assert result.exit_code == 0, result.output
+    assert "no --ckpt given, so using demo-smile" in result.stderr and "toy model" in result.stderr
+    assert "48-px procedural faces (neutral → smile)" in result.stderr and "pass --ckpt" in result.stderr
+    assert written(result) == [Path("translated/p.png")]
+
+
+def test_an_out_named_like_an_image_warns_that_it_is_a_folder(ckpts, tmp_path):
+    photo = write_rgb(tmp_path / "p.jpg", (30, 30))
+    result = aggan("translate", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "result.png")
+    assert result.exit_code == 0, result.output
+    assert "warning: --out" in result.stderr and "result.png is a folder, not a file name" in result.stderr
+    assert written(result) == [tmp_path / "result.png" / "p.png"]
+    again = aggan("translate", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "plain")
+    assert "warning" not in again.stderr and "no --ckpt" not in again.stderr
+
+
+def _profile() -> bytes:
+    """An RGB ICC profile (littlecms's sRGB; the bytes are all that matters here)."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_the_input_colour_profile_is_carried_to_the_outputs(ckpts, tmp_path, suffix):
+    wide = _profile()
+    photo = write_rgb(tmp_path / f"phone{suffix}", (40, 30), icc_profile=wide)
+    with Image.open(photo) as check:
+        assert check.info.get("icc_profile") == wide  # the test file really carries it
+    result = aggan("translate", photo, "--ckpt", ckpts["random"], "--out", tmp_path / "t")
+    masks = aggan("export-masks", photo, "--ckpt", ckpts["random"], "--content", "--out", tmp_path / "m")
+    assert result.exit_code == masks.exit_code == 0, result.output + masks.output
+    assert Image.open(tmp_path / "t" / "phone.png").info.get("icc_profile") == wide
+    assert Image.open(tmp_path / "m" / "phone_content.png").info.get("icc_profile") == wide
+    assert "icc_profile" not in Image.open(tmp_path / "m" / "phone_mask.png").info  # data, not colour
+
+
+def test_colour_metadata_that_does_not_describe_rgb_is_dropped_and_png_chunks_kept(ckpts, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    cmyk_profile = b"\0" * 16 + b"CMYK" + b"\0" * 108  # the colour space a profile is for: header bytes 16-19
+    cmyk = tmp_path / "in" / "print.jpg"
+    cmyk.parent.mkdir()
+    Image.fromarray(photo_array((40, 30)), "RGB").convert("CMYK").save(cmyk, icc_profile=cmyk_profile)
+    chunks = PngInfo()
+    chunks.add(b"gAMA", (45455).to_bytes(4, "big"))
+    chunks.add(b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 64000, 33000, 30000, 60000,
+                                                                 15000, 6000)))
+    gamma = write_rgb(tmp_path / "in" / "gamma.png", (40, 30), pnginfo=chunks)
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    assert "icc_profile" not in Image.open(tmp_path / "t" / "print.png").info  # a CMYK profile on RGB pixels lies
+    with Image.open(gamma) as source, Image.open(tmp_path / "t" / "gamma.png") as out:
+        assert out.info["gamma"] == source.info["gamma"] and out.info["chromaticity"] == source.info["chromaticity"]
+
+
+def test_a_float_image_with_nan_pixels_is_named_not_decoded_black(ckpts, tmp_path):
+    import warnings
+
+    from aggan_cli.data import load_image
+    from aggan_cli.errors import DataError
+
+    values = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
+    values[5, 7] = np.nan
+    values[9, 9] = np.inf
+    tiff = tmp_path / "in" / "scan.tif"
+    tiff.parent.mkdir()
+    Image.fromarray(values, "F").save(tiff)
+    write_rgb(tmp_path / "in" / "fine.png", (30, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even numpy's "invalid value encountered in cast"
+        with pytest.raises(DataError, match="has 2 NaN or infinite pixel"):
+            load_image(tiff)
+    result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["random"], "--out", tmp_path / "t")
+    assert result.exit_code == 1 and "RuntimeWarning" not in result.output
+    assert f"skipped: {tiff} has 2 NaN or infinite pixel(s)" in result.stderr
+    assert files_under(tmp_path / "t") == {"fine.png"}
 
 
 def test_both_directions_name_their_domains_and_differ(ckpts, tmp_path):
@@ -230,14 +563,20 @@ def test_both_directions_name_their_domains_and_differ(ckpts, tmp_path):
     assert not np.array_equal(pixels(tmp_path / "a2b" / "p.png"), pixels(tmp_path / "b2a" / "p.png"))
 
 
-def test_batch_size_does_not_change_a_pixel(ckpts, tmp_path):
+def test_batch_size_does_not_change_a_pixel(ckpts, tmp_path, monkeypatch):
+    from aggan_cli.networks import AttentionGenerator
+
     sizes = [(301, 177), (37, 53), (300, 177), (64, 64), (37, 53), (302, 177), (45, 29)]
     for i, size in enumerate(sizes):
         write_rgb(tmp_path / "in" / f"{i}.png", size, seed=i)
+    passes = []
+    forward = AttentionGenerator.forward
+    monkeypatch.setattr(AttentionGenerator, "forward", lambda self, x: passes.append(x.shape[0]) or forward(self, x))
     for batch in (1, 3):
         result = aggan("translate", tmp_path / "in", "--ckpt", ckpts["split"], "--batch-size", batch,
-                       "--out", tmp_path / f"b{batch}")
+                       "--out", tmp_path / f"b{batch}", "--device", "cpu")
         assert result.exit_code == 0, result.stderr
+    assert passes == [1] * 2 * len(sizes)  # the CPU gives every image its own pass, whatever --batch-size says
     for i in range(len(sizes)):
         assert np.array_equal(pixels(tmp_path / "b1" / f"{i}.png"), pixels(tmp_path / "b3" / f"{i}.png")), i
 
@@ -331,7 +670,7 @@ def test_a_real_subprocess_keeps_paths_on_stdout_and_the_rest_on_stderr(ckpts, t
         write_rgb(tmp_path / name, (41, 29))
     command = [sys.executable, "-m", "aggan_cli", "translate", str(tmp_path / "x.jpg"), str(tmp_path / "y.png"),
                "--ckpt", ckpts["random"], "--out", str(tmp_path / "out")]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=120,
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [str(tmp_path / "out" / "x.png"), str(tmp_path / "out" / "y.png")]

@@ -154,6 +154,51 @@ def test_unknown_names_say_where_we_looked(tmp_path):
         weights.download("nope")
 
 
+def test_an_empty_checkpoint_name_is_an_error_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for spec in ("", "  "):
+        with pytest.raises(CheckpointError, match="the checkpoint name is empty"):
+            weights.resolve_checkpoint(spec)
+
+
+def test_a_revision_for_the_bundled_checkpoint_is_refused_not_ignored():
+    for call in (lambda: weights.download("demo-smile", revision="v2"),
+                 lambda: weights.resolve_checkpoint("demo-smile", revision="v2")):
+        with pytest.raises(WeightsError, match="bundled with aggan: it has no revisions.*leave out --revision"):
+            call()
+
+
+def test_an_aggan_home_that_is_a_file_says_so_without_run_again(monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file")
+    monkeypatch.setenv("AGGAN_HOME", str(home))
+    result = runner.invoke(app, ["download-weights", "org/repo"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert f"{home} is a file" in errors[0] and "AGGAN_HOME" in errors[0] and "again" not in errors[0]
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:99999", "not a url", "ftp://example.com"])
+def test_a_malformed_hf_endpoint_is_one_line_and_nothing_on_stdout(tmp_path, endpoint):
+    import os
+    import subprocess
+    import sys
+
+    # a real process: huggingface_hub reads HF_ENDPOINT once, when first imported, and prints on stdout
+    from images import write_rgb
+
+    write_rgb(tmp_path / "x.png", (30, 30))
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "AGGAN_HOME": str(tmp_path)}
+    commands = [["download-weights", "org/repo"], ["translate", "x.png", "--ckpt", "org/repo"]]
+    for args in commands if "99999" in endpoint else commands[:1]:
+        proc = subprocess.run([sys.executable, "-m", "aggan_cli", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "HF_ENDPOINT" in errors[0] and repr(endpoint) in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr and "again" not in errors[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # the command line, offline
 
@@ -218,7 +263,10 @@ def test_model_card_front_matter_is_hub_metadata(tmp_path):
 
 
 def test_model_card_tells_how_to_use_and_reproduce(tmp_path):
-    run, path = _card(tmp_path, sample_image=str(tmp_path / "run" / "samples" / "step 1200.png"))
+    sample = tmp_path / "run" / "samples" / "step 1200.png"
+    sample.parent.mkdir(parents=True)
+    sample.write_bytes(b"a picture")
+    run, path = _card(tmp_path, sample_image=str(sample))
     text = path.read_text()
     assert "aggan translate photo.jpg --ckpt ORG/REPO" in text
     assert "aggan train ./neutral ./smile --size 32" in text
@@ -233,3 +281,12 @@ def test_model_card_without_a_sample_has_no_image(tmp_path):
     _, path = _card(tmp_path, sample_image=None, command_hint="")
     text = path.read_text()
     assert "![" not in text and "## Reproduce" not in text
+
+
+@pytest.mark.parametrize("endpoint", ["http://:80", "https://", "http://host:port", "huggingface.co"])
+def test_hub_endpoint_refuses_what_is_not_a_web_address(monkeypatch, endpoint):
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(WeightsError, match="is not a web address"):
+        weights.hub_endpoint()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:8080/")
+    assert weights.hub_endpoint() == "http://127.0.0.1:8080"

@@ -1,0 +1,189 @@
+"""One source of truth for the training options: each configuration field is a flag of `aggan train`, a
+key of a TOML file and an entry of config.json, checked by the same rule, refused in the same words."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aggan_cli.cli import app
+from aggan_cli.config import DEMO_TASKS, PANELS, TrainConfig, all_fields, field_for
+
+from outcomes import assert_one_line_error
+from test_train import TINY, make_domains, train_tiny
+
+runner = CliRunner()
+
+
+def train_command():
+    return typer.main.get_command(app).commands["train"]
+
+
+def parse(*args: str) -> dict:
+    """What `aggan train ARGS` hands to the command, parsed by the real command line (nothing runs)."""
+    return train_command().make_context("train", list(args)).params
+
+
+def test_every_configuration_field_is_an_option_of_train_and_a_key_of_a_file():
+    flags = {opt: param.name for param in train_command().params for opt in (*param.opts, *param.secondary_opts)}
+    for field in all_fields():
+        assert field_for(field.name) == field and field_for(field.flag[2:]) == field
+        if field.option.cli:
+            assert flags[field.flag] == field.name, field.name
+    assert flags["--d-layers"] == "d_layers"  # saved in config.json, and settable like every other field
+
+
+def test_train_help_shows_every_option_in_its_panel():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = result.output
+    positions = [text.index(f"─ {panel} ") for panel in PANELS]
+    assert positions == sorted(positions)  # panels in their order
+    for field in all_fields():
+        if field.option.cli:
+            panel = PANELS.index(field.option.panel)
+            where = text.index(f" {field.flag} ")
+            assert positions[panel] < where < (positions[panel + 1] if panel + 1 < len(PANELS) else len(text)), field
+
+
+def test_demo_takes_an_optional_task_name():
+    assert parse("--demo")["demo"].value == DEMO_TASKS[0]
+    assert parse("--demo", "--steps", "5")["demo"].value == DEMO_TASKS[0]  # an option after it is not a task
+    assert parse("--demo", DEMO_TASKS[0], "--steps", "5")["demo"].value == DEMO_TASKS[0]
+    assert parse()["demo"] is None
+    result = runner.invoke(app, ["train", "--demo", "no-such-task"])
+    assert result.exit_code == 2 and "no-such-task" in result.output
+
+
+def test_an_old_config_json_with_demo_true_or_false_still_loads():
+    assert TrainConfig.from_dict({"demo": True, "extra": {}}).demo == "faces"
+    assert TrainConfig.from_dict({"demo": False}).demo is None
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML files: every value checked as its command-line option is
+
+TINY_TOML = 'steps = 1\nsize = 32\nngf = 4\nn-blocks = 1\nndf = 4\nworkers = 0\n'
+
+
+@pytest.mark.parametrize("line,key,rule", [
+    ('demo = "no"', "demo", f"must be one of {', '.join(DEMO_TASKS)}, got 'no'"),
+    ('flip = "no"', "flip", "must be true or false, got 'no'"),
+    ("pool_size = true", "pool_size", "must be a whole number from 0 to 1000, got true"),
+    ("runs_dir = 5", "runs_dir", "must be a folder path, got 5"),
+    ('device = ["cpu"]', "device", "must be a device name, got ['cpu']"),
+    ("steps = 2.5", "steps", "must be a whole number >= 1, got 2.5"),
+    ("[train]\nlr = -1", "train.lr", "must be a number > 0, got -1"),
+    ("size = 30", "size", "must be a multiple of 4 from 32 to 4096, got 30; try 32"),
+])
+def test_toml_values_are_checked_like_the_command_line_option(tmp_path, monkeypatch, line, key, rule):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    config = tmp_path / "train.toml"
+    base = [entry for entry in TINY_TOML.splitlines() if not entry.startswith(f"{key} ")]  # TOML forbids twice
+    config.write_text("\n".join([*base, line]) + "\n")
+    line_out = assert_one_line_error(runner.invoke(app, ["train", str(a), str(b), "--config", str(config), "--quiet"]))
+    assert f"{config}: {key} {rule}" in line_out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag,value,rule", [
+    ("--pool-size", "-1", "must be a whole number from 0 to 1000, got -1"),
+    ("--size", "30", "must be a multiple of 4 from 32 to 4096, got 30; try 32"),
+    ("--lr", "nan", "must be a number > 0, got nan"),
+])
+def test_the_command_line_refuses_in_the_same_words(tmp_path, monkeypatch, flag, value, rule):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), *TINY, flag, value])
+    assert f"error: {flag} {rule}" in assert_one_line_error(result)
+
+
+def test_config_that_is_a_folder_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--config", str(tmp_path)])
+    assert "is a folder" in assert_one_line_error(result)
+
+
+def test_a_toml_file_sets_what_had_no_flag_before(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    config = tmp_path / "train.toml"
+    config.write_text(TINY_TOML + "[model]\nd-layers = 2\n[train]\nflip = false\nbeta1 = 0\n")
+    result = runner.invoke(app, ["train", str(a), str(b), "--config", str(config), "--quiet", "--name", "t"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "runs" / "t" / "config.json").read_text())
+    assert saved["model"]["d_layers"] == 2 and saved["train"]["flip"] is False and saved["train"]["beta1"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json of a run being resumed
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("finished"))
+
+
+def _edited_run(tmp_path: Path, finished_run: Path, edit) -> Path:
+    shutil.copytree(finished_run, tmp_path / "runs" / "smile")
+    config_path = tmp_path / "runs" / "smile" / "config.json"
+    config = json.loads(config_path.read_text())
+    edit(config)
+    config_path.write_text(json.dumps(config))
+    return config_path.relative_to(tmp_path)  # as the messages name it: under the relative --runs-dir
+
+
+def test_resume_ignores_an_unknown_train_key_with_a_warning(tmp_path, monkeypatch, finished_run):
+    monkeypatch.chdir(tmp_path)
+    config_path = _edited_run(tmp_path, finished_run, lambda c: c["train"].update(warmup_steps=100))
+    result = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert any(str(config_path) in w and "train.warmup_steps" in w and "newer aggan" in w for w in warnings), warnings
+    assert json.loads((tmp_path / config_path).read_text())["step"] == 3
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda c: c.update(train=[1, 2]), "the 'train' section is not a table of options (it is [1, 2])"),
+    (lambda c: c.pop("model"), "the 'model' section is missing"),
+    (lambda c: c["train"].update(steps="x"), "train.steps must be a whole number >= 1, got 'x'"),
+    (lambda c: c["model"].update(ngf=10 ** 9), "model.ngf must be a whole number from 1 to 256"),
+    (lambda c: c["model"].update(attention="v2"), "unknown model option 'attention'"),
+])
+def test_resume_of_a_malformed_config_json_names_the_file_and_the_key(tmp_path, monkeypatch, finished_run, edit,
+                                                                       fragment):
+    monkeypatch.chdir(tmp_path)
+    config_path = _edited_run(tmp_path, finished_run, edit)
+    line = assert_one_line_error(runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "3"]))
+    assert str(config_path) in line and fragment in line, line
+
+
+def test_every_option_is_in_the_options_table_of_the_docs():
+    docs = (Path(__file__).parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    table = docs[docs.index("## Options"):docs.index("## The run folder")]
+    missing = [f.flag for f in all_fields() if f.option.cli and f"`{f.flag}" not in table]
+    assert not missing, f"document these in docs/training.md's options table: {missing}"
+
+
+def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
+    """Global discriminators, BatchNorm, the log-likelihood GAN loss of Eqs. 2-3, and none of our remedies."""
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", *TINY])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())
+    assert (saved["model"]["discriminator"], saved["model"]["norm"]) == ("global", "batch")
+    assert saved["train"]["gan_loss"] == "vanilla"
+    assert saved["train"]["lambda_floor"] == 0 and saved["train"]["identity_negatives"] is False
+    # and each stays one option away
+    mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
+                                "mixed", *TINY])
+    assert mixed.exit_code == 0, mixed.output
+    assert json.loads((tmp_path / "runs" / "mixed" / "config.json").read_text())["train"]["gan_loss"] == "lsgan"

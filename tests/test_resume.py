@@ -1,0 +1,91 @@
+"""What `--resume` keeps, refuses and changes (docs/training.md, "Resume and extend"): the data, the
+weight average, the schedules of an extended run, and a step count below where the run is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aggan_cli.checkpoint import load_generators
+from aggan_cli.cli import app
+
+from outcomes import assert_one_line_error
+from test_train import TINY, _trainer, make_domains
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch):
+    """A 4-step run `smile`, trained on neutral → smile, in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "4", "--save-every", "2", *TINY])
+    assert result.exit_code == 0, result.output
+    return a, b, tmp_path / "runs" / "smile"
+
+
+def test_resume_refuses_other_data_unless_told(trained):
+    a, b, run = trained
+    swapped = runner.invoke(app, ["train", str(b), str(a), "--name", "smile", "--resume", "--steps", "6"])
+    line = assert_one_line_error(swapped)
+    assert "neutral → smile" in line and "smile → neutral" in line and "--data-changed" in line
+    line = assert_one_line_error(runner.invoke(app, ["train", "--demo", "--name", "smile", "--resume", "--steps", "6"]))
+    assert "the demo faces" in line and "--data-changed" in line
+    assert json.loads((run / "config.json").read_text())["step"] == 4  # nothing trained
+    same = runner.invoke(app, ["train", str(a), str(b), "--name", "smile", "--resume", "--steps", "5", "--quiet"])
+    assert same.exit_code == 0, same.output  # the same folders, given again: fine
+    told = runner.invoke(app, ["train", str(b), str(a), "--name", "smile", "--resume", "--steps", "6", "--data-changed",
+                               "--quiet"])
+    assert told.exit_code == 0, told.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["step"] == 6 and config["domains"] == {"a": "smile", "b": "neutral"}
+
+
+def test_resume_with_fewer_steps_than_done_is_an_error(trained):
+    _, _, run = trained
+    line = assert_one_line_error(runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "2"]))
+    assert "step 4" in line and "2 steps" in line and "--steps" in line
+    done = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "4"])
+    assert done.exit_code == 0 and "already complete" in done.output  # nothing to do, said so
+
+
+def test_resuming_an_averaged_run_without_ema_goes_on_from_the_live_weights(tmp_path):
+    first = _trainer(tmp_path / "run", ema=0.5)
+    first.fit(stop_at=4)
+    second = _trainer(tmp_path / "run", resume=True)
+    for (name, live), resumed in zip(first.model.g_ab.state_dict().items(), second.model.g_ab.state_dict().values()):
+        assert torch.equal(live, resumed), name  # not the average
+    assert any("without it" in w for w in second.reporter.warnings)
+    second.fit()
+    g_ab, _, _ = load_generators(tmp_path / "run")  # checkpoints now hold the live weights
+    for saved, live in zip(g_ab.state_dict().values(), second.model.g_ab.state_dict().values()):
+        assert torch.equal(saved, live)
+
+
+def test_resuming_a_run_with_ema_starts_the_average_from_the_live_weights(tmp_path):
+    first = _trainer(tmp_path / "run")
+    first.fit(stop_at=4)
+    second = _trainer(tmp_path / "run", resume=True, ema=0.5)
+    for live, average in zip(second.model.g_ab.state_dict().values(), second.ema["g_ab"].network.state_dict().values()):
+        assert torch.equal(live, average)
+    assert any("starts now" in w for w in second.reporter.warnings)
+    second.fit()
+    assert second.step == 8
+
+
+def test_extending_a_finished_run_keeps_the_faded_floor_off_and_says_what_the_learning_rate_does(tmp_path):
+    first = _trainer(tmp_path / "run", steps=6)
+    first.fit()
+    assert first.opt_g.param_groups[0]["lr"] == 0.0  # finished: decayed to zero
+    longer = _trainer(tmp_path / "run", steps=12, resume=True)
+    assert longer.weights_at(6).lambda_floor == 0.0  # a fresh 12-step run would be at half the floor here
+    assert longer.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4)  # the schedule of a 12-step run, at step 6
+    assert any("learning-rate" in w and "12-step run" in w for w in longer.reporter.warnings), longer.reporter.warnings
+    early = _trainer(tmp_path / "early", steps=12)
+    early.fit(stop_at=2)
+    extended = _trainer(tmp_path / "early", steps=24, resume=True)
+    assert extended.weights_at(2).lambda_floor == 1.0  # the floor had not faded yet: it goes on as planned
