@@ -30,7 +30,8 @@ NORMS = ("instance", "batch")
 DISCRIMINATORS = ("patch", "global")
 GAN_LOSSES = ("lsgan", "vanilla")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEMO_TASKS = ("faces",)  # built-in data sets of `aggan train --demo [TASK]`; the first is the default
+# built-in data sets of `aggan train --demo [TASK]` (tasks.TASKS draws them); the first is the default
+DEMO_TASKS = ("faces", "recolour", "texture", "shape", "recolour-photo", "texture-photo", "shape-photo")
 
 # Upper bounds of the architecture, checked before anything is allocated (docs/reliability.md lists
 # them): generous for real use (4x the paper's widths, 3.5x its depth, 16x its image size), small
@@ -224,6 +225,10 @@ class TrainConfig:
     batch_size: int = option(1, "Images per step (per process under torchrun).", DATA, low=1, high=MAX_BATCH)
     demo: str | None = option(None, "Train on a built-in data set and score the result: "
                               f"{', '.join(DEMO_TASKS)} (--demo alone: {DEMO_TASKS[0]}).", DATA, choices=DEMO_TASKS)
+    eval_dir: str | None = option(None, "Held-out images with ground truth, scored at every save (metrics.jsonl, "
+                                  "RUN/best/): a folder holding inputs/ and twins/ and/or masks/ named alike, as "
+                                  "aggan evaluate reads them (docs/evaluate.md).", DATA, flag="--eval",
+                                  what="a folder path")
     lr: float = option(2e-4, "Adam learning rate (constant for the first half, then linear decay to 0).", OBJECTIVE,
                        above=0)
     beta1: float = option(0.5, "Adam β1.", OBJECTIVE, low=0, below=1)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, TrainConfig, all_fields, checked, config_fields, load_toml
+from .config import DEMO_TASKS, ModelConfig, TrainConfig, all_fields, checked, config_fields, load_toml
 from .errors import ConfigError, TrainingError
 
 # `--paper`: the configuration of the paper (§III), one option away from our defaults.
@@ -93,7 +93,7 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
     if resume and not (options["name"] or options["demo"] or options["domain_b"]):
         raise ConfigError("--resume continues a run: give its --name (the folder under --runs-dir)")
     runs_dir = Path(options["runs_dir"])
-    options["name"] = name = options["name"] or ("demo" if options["demo"] else _default_name(options))
+    options["name"] = name = options["name"] or _default_name(options)
     check_run_name(name, runs_dir)
     run_dir = runs_dir / name
 
@@ -117,10 +117,22 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
     from .dist import distributed_context
 
     with distributed_context(train_config.device) as dist, contextlib.ExitStack() as held:
+        evaluator = None
         if demo:
-            count = DEMO_TRAIN_IMAGES
-            source_a = DemoSource("a", seed=train_config.seed, size=model_config.image_size, count=count)
-            source_b = DemoSource("b", seed=train_config.seed, size=model_config.image_size, count=count)
+            from .scoring import Evaluator
+            from .tasks import TaskSource
+
+            count, task, size = DEMO_TRAIN_IMAGES, train_config.demo, model_config.image_size
+            if task == "faces":  # the original demo's faces, drawn exactly as before
+                source_a = DemoSource("a", seed=train_config.seed, size=size, count=count)
+                source_b = DemoSource("b", seed=train_config.seed, size=size, count=count)
+            else:
+                source_a = TaskSource(task, "a", seed=train_config.seed, size=size, count=count)
+                source_b = TaskSource(task, "b", seed=train_config.seed, size=size, count=count)
+                source_a.load(0)  # a -photo task without scikit-image says so now, in one line
+            # the held-out split scored at every save (metrics.jsonl) and after training; RUN/best/ keeps the best
+            evaluator = Evaluator.from_task(task, seed=train_config.seed + DEMO_TEST_SEED_OFFSET, size=size,
+                                            count=DEMO_TEST_IMAGES)
             train_config = train_config.replace(load_size=train_config.load_size or model_config.image_size)
         else:
             need = train_config.batch_size
@@ -129,6 +141,10 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
             if dist.is_main:
                 _warn_skipped(console, [*source_a.skipped, *source_b.skipped])
                 _warn_about_folders(console, train_config)
+        if train_config.eval_dir:  # read (and checked) now, not at the first save
+            from .scoring import Evaluator  # noqa: F811
+
+            evaluator = Evaluator.from_folder(train_config.eval_dir)
         if dist.is_main:
             _hold_run_lock(held, run_dir, console)  # one writer per run folder; released on exit
 
@@ -140,7 +156,7 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
         reporter = RichReporter(console, quiet=bool(values.get("quiet"))) if dist.is_main else NullReporter()
         trainer = Trainer(model_config, train_config, source_a, source_b, run_dir=run_dir, reporter=reporter,
                           resume=resume, rank=dist.rank, world=dist.world, device=dist.device,
-                          command=_command_line())
+                          command=_command_line(), evaluator=evaluator if dist.is_main else None)
         stop = _StopFlag()
         with stop.installed(), reporter if dist.is_main else contextlib.nullcontext():
             result = trainer.fit(should_stop=stop.is_set)
@@ -150,7 +166,10 @@ def run_train_command(values: dict[str, Any], given: set[str]) -> None:
             return
         _summary(console, trainer, result, stop, runs_dir, name, demo)
         if demo and not stop.is_set():
-            _score_demo(console, trainer)
+            if train_config.demo == "faces":
+                _score_demo(console, trainer)
+            else:
+                _score_task(console, trainer, evaluator)
 
 
 def check_run_name(name: str, runs_dir: Path) -> None:
@@ -192,6 +211,9 @@ def _write_digest(trainer, rank: int) -> None:
 
 
 def _default_name(options: dict[str, Any]) -> str:
+    """DOMAIN_B's folder name; "demo" for the demo faces, "demo-TASK" for another built-in task."""
+    if options.get("demo"):
+        return "demo" if options["demo"] == DEMO_TASKS[0] else f"demo-{options['demo']}"
     b = options.get("domain_b")
     if not b:
         raise ConfigError("give two image folders, DOMAIN_A and DOMAIN_B, or --demo")
@@ -376,6 +398,13 @@ class RichReporter:
         pass
 
 
+def _demo_flag(task: str | None) -> str:
+    """The --demo part of a command line that trains on ``task`` again."""
+    if task is None:
+        return ""
+    return "--demo " if task == DEMO_TASKS[0] else f"--demo {task} "
+
+
 def _summary(console, trainer, result, stop, runs_dir: Path, name: str, demo: bool) -> None:
     minutes, seconds = divmod(int(result["seconds"]), 60)
     done = result["step"] >= result["total_steps"]
@@ -384,7 +413,7 @@ def _summary(console, trainer, result, stop, runs_dir: Path, name: str, demo: bo
                   f"(step {result['step']} of {result['total_steps']}); run folder {trainer.run_dir}")
     if stop.is_set():
         console.print(f"saved at step {result['step']} ({stop.reason}); continue with: "
-                      f"aggan train {'--demo ' if demo else ''}--name {shlex.quote(name)} --resume"
+                      f"aggan train {_demo_flag(trainer.tcfg.demo)}--name {shlex.quote(name)} --resume"
                       + (f" --runs-dir {shlex.quote(str(runs_dir))}" if runs_dir != Path("runs") else ""))
     console.print(f"translate with: aggan translate photo.jpg --ckpt {shlex.quote(ckpt)}")
     print(trainer.run_dir)  # the one result on stdout, for scripts
@@ -411,3 +440,60 @@ def _score_demo(console, trainer) -> None:
                   f"{result.identity_foreground_psnr:.1f} dB", "≥ identity + 3 dB", ok(passed["foreground_gain"]))
     console.print(table)
     console.print(f"test images, outputs and masks: {trainer.run_dir / 'demo-eval'}")
+
+
+def _score_task(console, trainer, evaluator) -> None:
+    """After ``--demo TASK``: score the saved generator on the task's held-out scenes against the
+    targets of docs/training.md, and write the scenes, outputs and masks to RUN/demo-eval/."""
+    from rich.table import Table
+
+    from .scoring import TARGETS, json_number
+    from .tasks import get_task
+
+    started = time.perf_counter()
+    result, translations = evaluator(trainer.generator("g_ab"), image_size=trainer.mcfg.image_size,
+                                     device=trainer.device)
+    trainer.record_demo_score({k: json_number(round(v, 4) if isinstance(v, float) else v)
+                               for k, v in result.to_dict().items()})
+    trainer.best_effort("demo-eval/", lambda: _write_task_examples(trainer.run_dir / "demo-eval", evaluator,
+                                                                   translations))
+    task = get_task(trainer.tcfg.demo)
+    passed = result.passed()
+    table = Table(title=f"{task.name}: {task.description}; {result.count} held-out scenes "
+                        f"({time.perf_counter() - started:.1f} s)")
+    for column in ("measure", "aggan", "output = input", "target", ""):
+        table.add_column(column)
+    ok = lambda key: "" if key not in passed else ("[green]✓[/]" if passed[key] else "[red]✗[/]")  # noqa: E731
+    table.add_row("foreground PSNR vs the true twin", f"{result.foreground_psnr:.1f} dB",
+                  f"{result.identity_foreground_psnr:.1f} dB", f"≥ output = input + {TARGETS['foreground_gain']:g} dB",
+                  ok("foreground_gain"))
+    table.add_row("background PSNR vs the input", f"{result.background_psnr:.1f} dB", "∞",
+                  f"≥ {TARGETS['background_psnr']:g} dB", ok("background_psnr"))
+    table.add_row("mask AUC vs the true region", f"{result.mask_auc:.3f}", "—", f"≥ {TARGETS['mask_auc']:g}",
+                  ok("mask_auc"))
+    table.add_row("mask IoU at 0.5", f"{result.mask_iou:.2f}", "—", f"≥ {TARGETS['mask_iou']:g}", ok("mask_iou"))
+    table.add_row("mask values in (0.1, 0.9), inside / outside", f"{result.soft_inside:.2f} / {result.soft_outside:.3f}",
+                  "—", "near 0", "")
+    console.print(table)
+    if trainer.best is not None and trainer.best["step"] != trainer.step:
+        console.print(f"the best save scored was step {trainer.best['step']}: {trainer.run_dir / 'best'}")
+    console.print(f"test scenes, outputs and masks: {trainer.run_dir / 'demo-eval'}")
+
+
+def _write_task_examples(out_dir: Path, evaluator, translations) -> None:
+    """The held-out scenes as ``aggan evaluate`` reads them (inputs/, twins/, masks/: true change regions),
+    next to what the model made of them (outputs/, attention/), all named NNN.png."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("inputs", "twins", "masks", "outputs", "attention"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    for i, (name, source, translation) in enumerate(zip(evaluator.names, evaluator.sources, translations)):
+        source.save(out_dir / "inputs" / f"{name}.png")
+        if evaluator.twins is not None:
+            Image.fromarray(evaluator.twins[i]).save(out_dir / "twins" / f"{name}.png")
+        if evaluator.regions is not None:
+            Image.fromarray(np.where(evaluator.regions[i], 255, 0).astype(np.uint8), "L").save(
+                out_dir / "masks" / f"{name}.png")
+        translation.image.save(out_dir / "outputs" / f"{name}.png")
+        Image.fromarray(np.rint(translation.mask * 255).astype(np.uint8), "L").save(out_dir / "attention" / f"{name}.png")

@@ -391,7 +391,7 @@ class Trainer:
                     "(no --resume)")
         return f"The last good checkpoint, step {step}, is kept in {self.run_dir}. {fix}, then continue with --resume"
 
-    def _best_effort(self, what: str, write: Callable[[], Any]) -> None:
+    def best_effort(self, what: str, write: Callable[[], Any]) -> None:
         """Write something that helps a person but is not needed to resume: a failing disk warns (once per
         kind of file) instead of stopping; the next checkpoint save then stops training if it fails too."""
         try:
@@ -528,7 +528,7 @@ class Trainer:
             if kind:
                 self.reporter.warn(collapse_message(direction, kind, metrics[key], self.mcfg, self.tcfg))
         if self.is_main:
-            self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics)))
+            self.best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics)))
         return metrics
 
     # -- samples, saving, resuming ------------------------------------------------------------
@@ -571,7 +571,7 @@ class Trainer:
                     rows.append((x, out.mask, out.content, out.image, rec))
         finally:
             self.model.train()
-        self._best_effort("sample grids", lambda: sample_grid(rows, self.run_dir / "samples" / f"step-{self.step:07d}.png"))
+        self.best_effort("sample grids", lambda: sample_grid(rows, self.run_dir / "samples" / f"step-{self.step:07d}.png"))
 
     def training_state(self) -> dict[str, Any]:
         state = {
@@ -614,7 +614,7 @@ class Trainer:
                                 + self._what_is_kept("Free some disk space or fix the folder's permissions")) from None
         if self.last_eval is not None and self.last_eval is self.best and self.best["step"] == self.step:
             self._save_best()
-        self._best_effort("the metrics plot and model card", self._write_extras)
+        self.best_effort("the metrics plot and model card", self._write_extras)
         self.reporter.saved(self.step, self.run_dir)
         return self.run_dir
 
@@ -628,7 +628,7 @@ class Trainer:
         if _better(score.quality(), None if self.best is None else self.best["quality"]):
             self.best = self.last_eval
         line = json.dumps({"step": self.step, "eval": {k: json_number(v) for k, v in values.items()}})
-        self._best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", line))
+        self.best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", line))
 
     def _save_best(self) -> None:
         """Copy the save just made to RUN/best/ (weights and config only: a checkpoint to translate with)."""

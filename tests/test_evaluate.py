@@ -111,3 +111,68 @@ def test_bad_ground_truth_is_one_clear_line(split, blank_ckpt, tmp_path, damage,
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+
+
+def test_demo_task_names_match_the_built_in_tasks():
+    from aggan_cli.config import DEMO_TASKS
+    from aggan_cli.tasks import TASKS
+
+    assert sorted(DEMO_TASKS) == sorted(TASKS)
+    assert DEMO_TASKS[0] == "faces"  # --demo alone keeps training on the faces
+
+
+def test_train_demo_task_scores_every_save_keeps_the_best_and_self_scores(tmp_path):
+    """`aggan train --demo recolour` in a real process: each save is scored into metrics.jsonl, the best
+    save is a checkpoint of its own, and the end prints the table and writes demo-eval/."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "aggan_cli", "train", "--demo", "recolour", "--steps", "4", "--save-every", "2",
+               "--size", "32", "--ngf", "4", "--n-blocks", "0", "--ndf", "8", "--runs-dir", str(runs), "-q"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = runs / "demo-recolour"
+    assert out.stdout.strip() == str(run)
+    assert "recolour" in out.stderr and "mask IoU at 0.5" in out.stderr and "background PSNR" in out.stderr
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert all(e["eval"]["count"] == 64 and 0.0 <= e["eval"]["mask_auc"] <= 1.0 for e in evals)
+    best = json.loads((run / "best" / "config.json").read_text())
+    assert best["step"] in (2, 4) and (run / "best" / "model.safetensors").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["demo_score"]["count"] == 64 and "mask_iou" in config["demo_score"]
+    assert config["train"]["demo"] == "recolour"
+    for sub in ("inputs", "twins", "masks", "outputs", "attention"):
+        assert len(list((run / "demo-eval" / sub).glob("*.png"))) == 64, sub
+    # the held-out scenes are laid out for aggan evaluate, and the best save is a checkpoint like any other
+    scored = runner.invoke(app, ["evaluate", str(run / "demo-eval" / "inputs"), "--ckpt", str(run / "best"),
+                                 "--twins", str(run / "demo-eval" / "twins"), "--masks", str(run / "demo-eval" / "masks"),
+                                 "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["count"] == 64
+
+
+def test_train_eval_dir_scores_every_save_and_a_bad_one_is_refused_before_training(tmp_path, split):
+    import subprocess
+    import sys
+
+    from aggan_cli.tasks import TaskSource
+
+    for domain in ("a", "b"):
+        source = TaskSource("recolour", domain, seed=3, size=32, count=4)
+        (tmp_path / domain).mkdir()
+        for i in range(len(source)):
+            source.load(i).save(tmp_path / domain / f"{i}.png")
+    base = [sys.executable, "-m", "aggan_cli", "train", str(tmp_path / "a"), str(tmp_path / "b"), "--steps", "2",
+            "--save-every", "1", "--size", "32", "--ngf", "4", "--n-blocks", "0", "--ndf", "8", "--workers", "0",
+            "--runs-dir", str(tmp_path / "runs"), "-q"]
+    bad = subprocess.run([*base, "--eval", str(tmp_path / "a")], capture_output=True, text=True, timeout=900)
+    assert bad.returncode == 1 and "inputs/" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "runs" / "b" / "model.safetensors").exists()
+    out = subprocess.run([*base, "--eval", str(split)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "runs" / "b"
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == [1, 2] and all(e["eval"]["count"] == 5 for e in evals)
+    assert (run / "best" / "model.safetensors").is_file()

@@ -153,12 +153,13 @@ def test_a_hostile_config_on_the_hub_is_refused_without_building_the_network(hub
     config["model"].update(n_blocks=100_000_000, ngf=1_000_000_000)  # 10^8 blocks of 4·10^9 channels
     files["config.json"] = json.dumps(config).encode()
     hub.add_commit("org/hostile", files)
-    with pytest.raises(WeightsError, match="the two files do not belong together"):
+    with pytest.raises(WeightsError, match="ngf must be a whole number from 1 to 256"):
         weights.download("org/hostile")
     photo = write_rgb(tmp_path / "p.png", (30, 30))
     result = CliRunner().invoke(app, ["translate", str(photo), "--ckpt", "org/hostile", "--out", str(tmp_path / "o")])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert result.exit_code == 1 and len(errors) == 1 and "do not belong together" in errors[0], result.output
+    assert result.exit_code == 1 and len(errors) == 1 and "config.json" in errors[0], result.output
+    assert "ngf must be a whole number from 1 to 256" in errors[0], result.output  # refused on its bounds
 
 
 # ---------------------------------------------------------------------------------------------

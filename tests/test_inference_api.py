@@ -318,7 +318,7 @@ def test_a_checkpoint_claiming_a_huge_training_size_is_refused_at_load(tmp_path)
     config = json.loads((run / "config.json").read_text())
     config["model"]["image_size"] = 400_000  # --size auto would run the network at a 400,000-px short side
     (run / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="image_size 400000, more than the 4096-pixel maximum"):
+    with pytest.raises(CheckpointError, match="image_size.* 400000|400000.*4096"):
         Translator.load(run)
     with pytest.raises(ConfigError, match="image_size must be from 8 to 4096"):
         Translator(torch.nn.Identity(), torch.nn.Identity(), image_size=400_000)
