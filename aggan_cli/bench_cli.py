@@ -27,8 +27,8 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
     model = ModelConfig(ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm, discriminator=discriminator, image_size=size)
     what = f"startup on a {photo_size}-px photo, " if only == "startup" else ""
     Console(stderr=True, highlight=False).print(
-        f"[bold]aggan bench[/] {what}{size} px, ngf {ngf}, {n_blocks} blocks, ndf {ndf}, batch {batch_size}, "
-        f"{backend}{f', {threads} threads' if threads else ''}: "
+        f"[bold]aggan bench[/] {what}{size} px, ngf {ngf}, {_count(n_blocks, 'block')}, ndf {ndf}, batch {batch_size}, "
+        f"{backend}{', ' + _count(threads, 'thread') if threads else ''}: "
         f"{warmup} warm-up + {repeats} timed repeats{' (compiling first)' if compile else ''} …")
     from .bench import run_bench
 
@@ -78,3 +78,8 @@ def render_table(result) -> Any:
 
 def _layout(phase) -> str:
     return "NHWC" if phase.channels_last else "NCHW"
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 block", "4 blocks"."""
+    return f"{n} {noun}{'s' * (n != 1)}"

@@ -13,10 +13,10 @@ from aggan_cli.cli import app
 runner = CliRunner()
 
 
-def test_help_lists_the_four_commands():
+def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "translate", "export-masks", "download-weights"):
+    for command in ("train", "translate", "export-masks", "download-weights", "export", "evaluate", "bench"):
         assert command in result.output
     assert runner.invoke(app, ["-h"]).exit_code == 0
 
