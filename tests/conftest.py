@@ -1,11 +1,26 @@
 from __future__ import annotations
 
-import os
 
 import pytest
 
-# Tests are CPU-only, small and seeded; keep threads low so two cores are not oversubscribed.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests are CPU-only, small and seeded. The test process runs PyTorch on one thread: tiny models gain
+# little from more, and on a busy machine two OpenMP threads spin-wait for a core that another process
+# holds, so a step takes tens of times longer (docs/performance.md, "Threads on a busy machine"). The
+# commands the tests start in subprocesses choose their threads as they do for a user (one per core
+# that other processes leave free; device.ThreadPolicy).
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_in_the_test_process():
+    import torch
+
+    from aggan_cli import device
+
+    torch.set_num_threads(1)
+    device._policy = None
+    yield
+    torch.set_num_threads(1)  # an in-process command may have chosen its own count and policy
+    device._policy = None
 
 
 @pytest.fixture(autouse=True)
