@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 import pytest
 
 # Tests are CPU-only, small and seeded. The test process runs PyTorch on one thread: tiny models gain
