@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .scoring import psnr, roc_auc  # one definition of each for the demo, the tasks and aggan evaluate
+
 _SPLIT_SALT = {"train-a": 11, "train-b": 23, "test": 37}
 SUPERSAMPLE = 4  # draw at 4× and downsample: smooth edges without an anti-aliasing rasteriser
 
@@ -142,27 +144,6 @@ def test_case(seed: int, index: int, size: int, threshold: int = 8, *, easy: boo
 
 # ---------------------------------------------------------------------------------------------
 # scoring a trained a→b generator against the ground truth
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann-Whitney U, ties averaged)."""
-    scores, labels = scores.ravel().astype(np.float64), labels.ravel().astype(bool)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 pixel sets (any shape): 10 log10(255² / MSE); inf when identical."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 @dataclass
