@@ -36,7 +36,8 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
     parse_size(size)
     found = collect_inputs(inputs)
     if found.missing:
-        raise DataError(f"{found.missing[0]}: no such file, folder or pattern")
+        pattern, reason = found.missing[0]
+        raise DataError(f"{pattern}: {reason}")
     if not found.files:
         raise DataError(f"no images found in {', '.join(repr(p) for p in inputs)}")
     evaluator = Evaluator.from_files(found.files, twins_dir=twins, masks_dir=masks)  # checked before the model loads

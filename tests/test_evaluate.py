@@ -176,3 +176,11 @@ def test_train_eval_dir_scores_every_save_and_a_bad_one_is_refused_before_traini
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert [e["step"] for e in evals] == [1, 2] and all(e["eval"]["count"] == 5 for e in evals)
     assert (run / "best" / "model.safetensors").is_file()
+
+
+def test_an_input_that_does_not_exist_is_named_in_one_line(split, blank_ckpt, tmp_path):
+    missing = tmp_path / "nope.png"
+    result = runner.invoke(app, ["evaluate", str(missing), "--ckpt", str(blank_ckpt), "--twins", str(split / "twins")])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {missing}: no such file, folder or pattern"], result.stderr
