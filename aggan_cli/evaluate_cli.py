@@ -23,7 +23,7 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
     from rich.markup import escape
 
     from .inference import Translator, parse_size
-    from .scoring import TARGETS, Evaluator, json_number
+    from .scoring import Evaluator, json_number
     from .translate_cli import collect_inputs
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -51,12 +51,17 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
     if as_json:
         print(json.dumps({k: json_number(v) for k, v in report.items()}))
     else:
-        _table(result, TARGETS)
+        print_score_table(result, f"aggan evaluate: {count} image{'s' * (count != 1)}")
     return report
 
-def _table(result, targets) -> None:
+
+def print_score_table(result, title: str, console=None) -> None:
+    """The figures of a :class:`~aggan_cli.scoring.Score`, each against its target where it has one
+    (stdout unless ``console`` is given; ``aggan train --demo TASK`` prints it on stderr)."""
     from rich.console import Console
     from rich.table import Table
+
+    from .scoring import TARGETS as targets
 
     rows = [
         ("foreground PSNR (output vs twin, inside the region)", result.foreground_psnr, " dB", None),
@@ -70,7 +75,7 @@ def _table(result, targets) -> None:
         ("soft mask values (0.1-0.9) outside", result.soft_outside, "", None),
         ("unattended pixels (mask < 1/255) left exactly as they were", result.exact_fraction, "", None),
     ]
-    table = Table(title=f"aggan evaluate: {result.count} image{'s' * (result.count != 1)}")
+    table = Table(title=title)
     for column in ("measure", "value", "target"):
         table.add_column(column)
     for label, value, unit, key in rows:
@@ -82,4 +87,4 @@ def _table(result, targets) -> None:
             target = f"≥ {targets[key]:g}{unit} {mark}"
         shown = "∞" if value == float("inf") else (f"{value:.1f}{unit}" if unit else f"{value:.3f}")
         table.add_row(label, shown, target)
-    Console().print(table)
+    (console or Console()).print(table)

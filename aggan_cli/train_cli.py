@@ -444,10 +444,9 @@ def _score_demo(console, trainer) -> None:
 
 def _score_task(console, trainer, evaluator) -> None:
     """After ``--demo TASK``: score the saved generator on the task's held-out scenes against the
-    targets of docs/training.md, and write the scenes, outputs and masks to RUN/demo-eval/."""
-    from rich.table import Table
-
-    from .scoring import TARGETS, json_number
+    targets of docs/evaluate.md, and write the scenes, outputs and masks to RUN/demo-eval/."""
+    from .evaluate_cli import print_score_table
+    from .scoring import json_number
     from .tasks import get_task
 
     started = time.perf_counter()
@@ -458,23 +457,8 @@ def _score_task(console, trainer, evaluator) -> None:
     trainer.best_effort("demo-eval/", lambda: _write_task_examples(trainer.run_dir / "demo-eval", evaluator,
                                                                    translations))
     task = get_task(trainer.tcfg.demo)
-    passed = result.passed()
-    table = Table(title=f"{task.name}: {task.description}; {result.count} held-out scenes "
-                        f"({time.perf_counter() - started:.1f} s)")
-    for column in ("measure", "aggan", "output = input", "target", ""):
-        table.add_column(column)
-    ok = lambda key: "" if key not in passed else ("[green]✓[/]" if passed[key] else "[red]✗[/]")  # noqa: E731
-    table.add_row("foreground PSNR vs the true twin", f"{result.foreground_psnr:.1f} dB",
-                  f"{result.identity_foreground_psnr:.1f} dB", f"≥ output = input + {TARGETS['foreground_gain']:g} dB",
-                  ok("foreground_gain"))
-    table.add_row("background PSNR vs the input", f"{result.background_psnr:.1f} dB", "∞",
-                  f"≥ {TARGETS['background_psnr']:g} dB", ok("background_psnr"))
-    table.add_row("mask AUC vs the true region", f"{result.mask_auc:.3f}", "—", f"≥ {TARGETS['mask_auc']:g}",
-                  ok("mask_auc"))
-    table.add_row("mask IoU at 0.5", f"{result.mask_iou:.2f}", "—", f"≥ {TARGETS['mask_iou']:g}", ok("mask_iou"))
-    table.add_row("mask values in (0.1, 0.9), inside / outside", f"{result.soft_inside:.2f} / {result.soft_outside:.3f}",
-                  "—", "near 0", "")
-    console.print(table)
+    print_score_table(result, f"{task.name}: {task.description}; {result.count} held-out scenes "
+                              f"({time.perf_counter() - started:.1f} s)", console)
     if trainer.best is not None and trainer.best["step"] != trainer.step:
         console.print(f"the best save scored was step {trainer.best['step']}: {trainer.run_dir / 'best'}")
     console.print(f"test scenes, outputs and masks: {trainer.run_dir / 'demo-eval'}")
