@@ -327,9 +327,10 @@ class Writes:
         """Print the finished writes at the front; wait for the oldest while more than ``keep`` are pending
         (so memory stays bounded). Raises the first write's error, after printing what it wrote."""
         while self.pending and (len(self.pending) > keep or self.pending[0][0].done()):
-            future, written = self.pending.popleft()
-            error = future.exception()
+            future, written = self.pending[0]
+            error = future.exception()  # may wait: a Ctrl-C here leaves the write pending, so close() prints it
             self.echo(written)
+            self.pending.popleft()
             if error is not None:
                 raise error
 
