@@ -619,7 +619,7 @@ def _generator_on_meta(ckpt: RunCheckpoint, name: str) -> nn.Module:
                               "the two files do not belong together")
     try:
         with torch.device("meta"):
-            return AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
+            return AttentionGenerator.from_config(cfg)
     except (RuntimeError, OverflowError, TypeError, ValueError) as exc:  # sizes no tensor can describe
         raise CheckpointError(f"{ckpt.path / CONFIG_FILE} describes a generator that cannot be built (ngf "
                               f"{cfg.ngf}, n_blocks {cfg.n_blocks}: {_short(exc)}); "

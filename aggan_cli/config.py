@@ -39,6 +39,7 @@ DEMO_TASKS = ("faces", "recolour", "texture", "shape", "recolour-photo", "textur
 MAX_NGF = 256
 MAX_NDF = 256
 MAX_BLOCKS = 32
+MAX_MASK_GUIDE = 16  # guided-filter radius in pixels
 MIN_SIZE = 32      # the discriminators' stride-2 layers need at least this much
 MAX_SIZE = 4096
 MAX_LOAD_SIZE = 2 * MAX_SIZE  # the resize before the random crop
@@ -192,6 +193,10 @@ class ModelConfig:
     image_size: int = option(256, "Training crop size in pixels.", DATA, flag="--size", low=MIN_SIZE, high=MAX_SIZE,
                              multiple=4)  # a multiple of 4: two stride-2 layers down, two up
     d_layers: int = option(3, "PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16.", MODEL, low=1, high=5)
+    # ours: a guided filter (He et al. 2010) with the input as the guide snaps the mask's edges to the
+    # object's; measured in docs/training.md ("Crisp attention"). 0 = off, the paper's generator.
+    mask_guide: int = option(3, "Radius in pixels of the guided filter that aligns the mask's edges with the "
+                                "input's (0 = off, the paper's).", MODEL, low=0, high=MAX_MASK_GUIDE)
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -322,6 +327,8 @@ def _from_dict(cls: type, data: Mapping[str, Any], section: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"the {section} configuration must be a table of options, got {type(data).__name__}")
     data = _upgrade(data) if cls is TrainConfig else dict(data)
+    if cls is ModelConfig and "mask_guide" not in data:
+        data["mask_guide"] = 0  # saved before the option existed: trained without the filter
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

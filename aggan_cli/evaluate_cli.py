@@ -68,6 +68,7 @@ def print_score_table(result, title: str, console=None) -> None:
         ("  output = input, for comparison", result.identity_foreground_psnr, " dB", None),
         ("  gain over output = input", result.foreground_gain, " dB", "foreground_gain"),
         ("background PSNR (output vs input, outside)", result.background_psnr, " dB", "background_psnr"),
+        ("  median over the images", result.background_psnr_median, " dB", None),
         ("image PSNR (output vs twin, whole image)", result.image_psnr, " dB", None),
         ("mask AUC vs the true region", result.mask_auc, "", "mask_auc"),
         ("mask IoU at 0.5", result.mask_iou, "", "mask_iou"),

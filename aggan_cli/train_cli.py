@@ -23,7 +23,7 @@ from .errors import ConfigError, TrainingError
 
 # `--paper`: the configuration of the paper (§III), one option away from our defaults.
 PAPER_PRESET: dict[str, Any] = {"discriminator": "global", "norm": "batch", "gan_loss": "vanilla",
-                                "lambda_floor": 0.0, "identity_negatives": False}
+                                "lambda_floor": 0.0, "identity_negatives": False, "mask_guide": 0}
 
 # The demo preset: small enough for a 2-core CPU in under five minutes (docs/training.md has the
 # measurements); every value can still be overridden on the command line.
@@ -198,9 +198,15 @@ def _write_digest(trainer, rank: int) -> None:
     generator and discriminator weights; equal digests on every rank mean the replicas stayed in step."""
     import json
 
+    import torch.distributed
+
     from .checkpoint import atomic_write_text
     from .dist import state_digest
 
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # rank 0's last save sweeps the run folder's stray temporary files, a digest's half-written one
+        # included (seen under load): write only once every rank, rank 0 too, is past its last save
+        torch.distributed.barrier()
     model = trainer.model
     generators = {f"{n}.{k}": v for n in ("g_ab", "g_ba") for k, v in getattr(model, n).state_dict().items()}
     discriminators = {f"{n}.{k}": v for n in ("d_a", "d_b", "d_a_attn", "d_b_attn")

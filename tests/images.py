@@ -132,7 +132,7 @@ MASKS = ("random", "zero", "one", "split")
 
 
 def write_checkpoint(run_dir: str | Path, *, mask: str = "random", seed: int = 0, image_size: int = 32,
-                     ngf: int = 4, domains: tuple[str, str] = ("neutral", "smile")) -> Path:
+                     ngf: int = 4, domains: tuple[str, str] = ("neutral", "smile"), mask_guide: int = 0) -> Path:
     """A run folder with two tiny generators (ngf 4, one residual block).
 
     ``mask`` sets the attention mask of both generators through the last conv's mask channel:
@@ -150,7 +150,8 @@ def write_checkpoint(run_dir: str | Path, *, mask: str = "random", seed: int = 0
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}")
     torch.manual_seed(seed)
-    config = ModelConfig(ngf=ngf, n_blocks=1, ndf=4, image_size=image_size)
+    # mask_guide 0: the mask is exactly the pattern set below (the guided filter would smooth it)
+    config = ModelConfig(ngf=ngf, n_blocks=1, ndf=4, image_size=image_size, mask_guide=mask_guide)
     model = AGGAN(config, with_discriminators=False)
     with torch.no_grad():
         for sign, g in ((1.0, model.g_ab), (-1.0, model.g_ba)):

@@ -7,7 +7,7 @@ import torch
 
 from aggan_cli.config import ModelConfig
 from aggan_cli.errors import ConfigError
-from aggan_cli.networks import AGGAN, AttentionGenerator, Discriminator, count_parameters
+from aggan_cli.networks import AGGAN, AttentionGenerator, Discriminator, count_parameters, guided_filter
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
@@ -45,6 +45,75 @@ def test_generator_mask_can_be_zero_or_one_and_then_output_is_input_or_content()
     with torch.no_grad():
         last.bias.copy_(torch.tensor([30.0, 0.5, 0.5, 0.5]))
     torch.testing.assert_close(g(x).image, torch.full_like(x, torch.tanh(torch.tensor(0.5)).item()))
+
+
+def _guided_filter_by_definition(p, guide, radius, eps):
+    """He et al. 2010, written the slow way: for every window k a least-squares fit p ≈ a_k·I + b_k with
+    ridge eps on a_k (colours in [0, 1]), then each pixel averages the a_k, b_k of the windows holding it."""
+    import numpy as np
+
+    p, image = p[0, 0].double().numpy(), ((guide[0].double() + 1) / 2).permute(1, 2, 0).numpy()
+    h, w = p.shape
+    a, b = np.zeros((h, w, 3)), np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            window = (slice(max(0, y - radius), y + radius + 1), slice(max(0, x - radius), x + radius + 1))
+            colours, values = image[window].reshape(-1, 3), p[window].ravel()
+            mean_i, mean_p = colours.mean(0), values.mean()
+            cov = (colours - mean_i).T @ (colours - mean_i) / len(values)
+            a[y, x] = np.linalg.solve(cov + eps * np.eye(3), (colours - mean_i).T @ (values - mean_p) / len(values))
+            b[y, x] = mean_p - a[y, x] @ mean_i
+    out = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            window = (slice(max(0, y - radius), y + radius + 1), slice(max(0, x - radius), x + radius + 1))
+            out[y, x] = a[window].reshape(-1, 3).mean(0) @ image[y, x] + b[window].mean()
+    return torch.from_numpy(out).float()[None, None]
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_the_guided_filter_is_he_et_al_s(seeded, radius):
+    p, guide = torch.rand(1, 1, 11, 9), torch.rand(1, 3, 11, 9) * 2 - 1
+    torch.testing.assert_close(guided_filter(p, guide, radius), _guided_filter_by_definition(p, guide, radius, 1e-2),
+                               rtol=0, atol=1e-5)
+
+
+def test_the_guided_filter_snaps_a_blurred_mask_to_the_edges_of_the_image(seeded):
+    """A red square on a grey background, and mask logits that are the square blurred by 3 px (what the
+    decoder's quarter-resolution output looks like): filtered, the attention outside the square falls to
+    less than half and the attention inside rises, the step sits on the square's edge, and on a flat
+    guide the filter only averages."""
+    guide = torch.full((1, 3, 32, 32), -0.2)
+    guide[:, :, 10:22, 10:22] = torch.tensor([0.9, -0.8, -0.8]).view(1, 3, 1, 1)
+    inside = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    inside[:, :, 10:22, 10:22] = True
+    blurred = torch.nn.functional.avg_pool2d(inside.float(), 7, stride=1, padding=3, count_include_pad=False)
+    logit = 12 * (blurred - 0.5)
+    before, after = torch.sigmoid(logit), torch.sigmoid(guided_filter(logit, guide, 3))
+    assert after[~inside].sum() < 0.5 * before[~inside].sum()
+    assert after[inside].mean() > before[inside].mean() + 0.05
+    row = after[0, 0, 16]
+    assert row[10] - row[9] > 0.8 and row[9] < 0.05  # one pixel in: attended; one pixel out: left alone
+    def box(t):
+        return torch.nn.functional.avg_pool2d(t, 5, stride=1, padding=2, count_include_pad=False)
+
+    flat = torch.zeros(1, 3, 32, 32)  # nothing to follow: the window means of the window means
+    torch.testing.assert_close(guided_filter(blurred, flat, 2), box(box(blurred)))
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (36, 20)])
+def test_a_generator_with_the_mask_guide_keeps_eq1(seeded, hw):
+    g = AttentionGenerator(ngf=8, n_blocks=1, mask_guide=3)
+    x = torch.rand(2, 3, *hw) * 2 - 1
+    image, mask, content = g(x)
+    assert mask.shape == (2, 1, *hw) and mask.min() >= 0 and mask.max() <= 1
+    torch.testing.assert_close(image, content * mask + x * (1 - mask), rtol=0, atol=1e-6)
+    last = g.net[-1]
+    with torch.no_grad():  # a mask logit of -1000 stays far below zero after the filter: output = input
+        last.weight[0].zero_()
+        last.bias[0] = -1000.0
+    assert torch.equal(g(x).image, x)
+    assert count_parameters(g) == count_parameters(AttentionGenerator(ngf=8, n_blocks=1))  # no weights of its own
 
 
 @pytest.mark.parametrize("kind", ["global", "patch"])

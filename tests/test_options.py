@@ -182,8 +182,31 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
     assert (saved["model"]["discriminator"], saved["model"]["norm"]) == ("global", "batch")
     assert saved["train"]["gan_loss"] == "vanilla"
     assert saved["train"]["lambda_floor"] == 0 and saved["train"]["identity_negatives"] is False
+    assert saved["model"]["mask_guide"] == 0  # the paper's generator: the mask straight from its sigmoid
     # and each stays one option away
     mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
                                 "mixed", *TINY])
     assert mixed.exit_code == 0, mixed.output
     assert json.loads((tmp_path / "runs" / "mixed" / "config.json").read_text())["train"]["gan_loss"] == "lsgan"
+
+
+def test_the_mask_guide_is_on_for_new_runs_and_off_for_checkpoints_saved_before_it_existed(tmp_path, monkeypatch):
+    """A config.json written before ``mask_guide`` existed describes a generator trained without the filter:
+    it loads with the filter off, whatever today's default, so its translations do not change."""
+    from aggan_cli.checkpoint import load_generators
+    from aggan_cli.config import ModelConfig
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "runs" / "smile" / "config.json"
+    saved = json.loads(config.read_text())
+    assert saved["model"]["mask_guide"] == ModelConfig().mask_guide > 0
+    assert load_generators(config.parent)[0].mask_guide == ModelConfig().mask_guide
+    del saved["model"]["mask_guide"]
+    config.write_text(json.dumps(saved))
+    assert ModelConfig.from_dict(saved["model"]).mask_guide == 0
+    assert load_generators(config.parent)[0].mask_guide == 0
+    bundled = Path(__file__).parents[1] / "aggan_cli" / "bundled" / "demo-smile"
+    assert load_generators(bundled)[0].mask_guide == 0  # the bundled demo predates it

@@ -57,6 +57,23 @@ def test_known_background_error_and_soft_masks():
     assert math.isnan(result.exact_fraction)  # no pixel has mask < 1/255
 
 
+def test_the_median_background_is_the_typical_scene_and_the_pooled_one_the_whole_set():
+    """Four scenes left alone and one whose background is painted over: the pooled background PSNR drops to
+    the painted scene's share, the median stays infinite (three of five untouched), and with two of five
+    scenes one level off it is the one-level-off figure."""
+    source, twin, region = _scene()
+    painted = twin.copy()
+    painted[~region] = 255 - painted[~region]
+    result = score([source] * 5, [twin] * 4 + [painted], twins=[twin] * 5, regions=[region] * 5)
+    alone = score([source], [painted], twins=[twin], regions=[region]).background_psnr
+    assert result.background_psnr == pytest.approx(alone + 10 * math.log10(5))
+    assert result.background_psnr_median == math.inf
+    off = twin.copy()
+    off[~region] += 1
+    result = score([source] * 3, [off, off, twin], twins=[twin] * 3, regions=[region] * 3)
+    assert result.background_psnr_median == pytest.approx(20 * math.log10(255))
+
+
 def test_a_changed_pixel_under_a_zero_mask_is_caught():
     source, twin, region = _scene()
     output = source.copy()

@@ -250,7 +250,7 @@ def test_weight_average_with_batchnorm_translates_like_the_weights_it_averages(t
     cfg = saved.model_config
     nets = []
     for name in ("g_ab", "g_ba"):
-        g = AttentionGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm)
+        g = AttentionGenerator.from_config(cfg)
         g.load_state_dict(live[f"live_{name}"])
         nets.append(g)
     save_run(tmp_path / "live", model_config=cfg, g_ab=nets[0], g_ba=nets[1], step=6)
