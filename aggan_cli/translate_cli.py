@@ -329,8 +329,9 @@ class Writes:
         while self.pending and (len(self.pending) > keep or self.pending[0][0].done()):
             future, written = self.pending[0]
             error = future.exception()  # may wait: a Ctrl-C here leaves the write pending, so close() prints it
-            self.echo(written)
-            self.pending.popleft()
+            with signals_held():  # a Ctrl-C between printing and forgetting printed the paths twice (under load)
+                self.echo(written)
+                self.pending.popleft()
             if error is not None:
                 raise error
 
@@ -341,8 +342,24 @@ class Writes:
             future.cancel()
         self.pool.shutdown(wait=True)
         while self.pending:
-            _, written = self.pending.popleft()
-            self.echo(written)
+            with signals_held():
+                _, written = self.pending.popleft()
+                self.echo(written)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (they are delivered on leaving it), so that a few
+    statements that must happen together do. Only the main thread receives them; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Terminated(KeyboardInterrupt):
