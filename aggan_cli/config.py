@@ -323,12 +323,20 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved ``model`` section in this version's terms: a run saved before ``mask_guide`` existed was
+    trained without the filter, whatever today's default."""
+    return {"mask_guide": 0, **data}
+
+
+def _upgraded(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    return _upgrade(data) if cls is TrainConfig else _upgrade_model(data)
+
+
 def _from_dict(cls: type, data: Mapping[str, Any], section: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"the {section} configuration must be a table of options, got {type(data).__name__}")
-    data = _upgrade(data) if cls is TrainConfig else dict(data)
-    if cls is ModelConfig and "mask_guide" not in data:
-        data["mask_guide"] = 0  # saved before the option existed: trained without the filter
+    data = _upgraded(cls, data)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -402,7 +410,7 @@ def saved_options(config: Mapping[str, Any], path: Path) -> tuple[dict[str, Any]
         if not isinstance(data, Mapping):
             what = "missing" if data is None else f"not a table of options (it is {show(data, 30)})"
             raise ConfigError(f"{path}: the {section!r} section is {what}; the run cannot be resumed from it")
-        data = _upgrade(data) if cls is TrainConfig else data
+        data = _upgraded(cls, data)
         by_name = {f.name: f for f in config_fields(cls)}
         for key, value in data.items():
             f = by_name.get(key)
