@@ -321,7 +321,8 @@ class Writes:
 
     def submit(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         written: list[Path] = []
-        self.pending.append((self.pool.submit(write, *args, written=written, **kwargs), written))
+        with signals_held():  # a Ctrl-C between starting a write and noting it lost the file from stdout
+            self.pending.append((self.pool.submit(write, *args, written=written, **kwargs), written))
 
     def report(self, *, keep: int = 0) -> None:
         """Print the finished writes at the front; wait for the oldest while more than ``keep`` are pending
