@@ -248,6 +248,10 @@ class TrainConfig:
     lambda_floor: float = option(1.0, "Weight of the attention floor that keeps the mask from collapsing to 0 "
                                  "early in training; fades out over the middle third (0 = off, the paper).",
                                  OBJECTIVE, low=0)
+    cycle_ramp: bool = option(False, "The cycle loss is off while the attention floor holds and ramps in as it "
+                              "fades (full weight from two thirds of training on): lets attention form on edits that "
+                              "are hard to learn, such as a new texture, at some cost in crispness on easy ones "
+                              "(docs/training.md). Off = the paper's constant weight.", OBJECTIVE)
     identity_negatives: bool = option(True, "Discriminators also see the other domain's real images as fakes, so "
                                       "output = input is penalised (off = the paper).", OBJECTIVE)
     own_pairs: bool = option(False, "Discriminators judge each real image together with the mask the other "
@@ -316,11 +320,12 @@ _RETIRED_KEYS = {"extra"}  # written (always empty) by aggan 0.1; dropped when r
 
 
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved ``train`` section in this version's terms."""
+    """A saved ``train`` section in this version's terms: a run saved before ``cycle_ramp`` existed
+    trained with a constant cycle weight, whatever today's default."""
     out = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
     if isinstance(out.get("demo"), bool):  # aggan 0.1 saved demo as true/false
         out["demo"] = DEMO_TASKS[0] if out["demo"] else None
-    return out
+    return {"cycle_ramp": False, **out}  # a run saved before the ramp existed kept its cycle weight constant
 
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:

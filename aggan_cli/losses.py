@@ -100,6 +100,9 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
             + λ_tv (TV(M_x) + TV(M_y))                                         (Eq. 7)
             + λ_floor (floor(M_x) + floor(M_y))        (ours, against mask collapse; 0 = the paper)
 
+    The trainer sets the weights for each step (``Trainer.weights_at``): λ_floor fades out over training
+    and, with ``--cycle-ramp`` (ours, off by default), λ_cycle ramps in as it does.
+
     The attention-guided terms score the fake pair ``[M_y, G_y]`` (Eq. 3); the gradient flows into
     both the mask and the image.
     """

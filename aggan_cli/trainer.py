@@ -140,6 +140,8 @@ def collapse_message(direction: str, kind: str, mean: float, cfg: ModelConfig, t
             tips.append("--lambda-floor 1")
         if not tcfg.identity_negatives:
             tips.append("--identity-negatives")
+        if not tcfg.cycle_ramp:
+            tips.append("--cycle-ramp (for edits that are hard to learn, such as a new texture)")
         tips += ["a larger --batch-size", "a lower --lambda-pixel"]
         hint += "Try " + ", ".join(tips) + " (docs/training.md)."
         return f"attention mask {direction} has collapsed (mean {mean:.4f}): {hint}"
@@ -286,16 +288,20 @@ class Trainer:
             (self.run_dir / "metrics.jsonl").unlink()  # left by a run killed before its first save
 
     def weights_at(self, step: int) -> LossWeights:
-        """The loss weights for ``step``: the attention floor is at full weight for the first third of
+        """The loss weights for ``step``. The attention floor is at full weight for the first third of
         training (while the discriminators learn what tells the domains apart), then fades linearly
         to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0.
-        Once faded out it stays off, also when a resumed run is extended with more steps."""
-        if not self.weights.lambda_floor:
+        With ``cycle_ramp`` the cycle loss does the opposite: off for the first third, at full weight
+        from two thirds on (docs/training.md). Once the floor has faded out it stays off, and the
+        cycle loss at full weight, also when a resumed run is extended with more steps."""
+        if not (self.weights.lambda_floor or self.tcfg.cycle_ramp):
             return self.weights
         import dataclasses
 
         fade = 0.0 if self.floor_done else floor_fade(step / max(1, self.schedule.total_steps))
-        return dataclasses.replace(self.weights, lambda_floor=self.tcfg.lambda_floor * fade)
+        return dataclasses.replace(
+            self.weights, lambda_floor=self.tcfg.lambda_floor * fade,
+            lambda_cycle=self.tcfg.lambda_cycle * (1 - fade) if self.tcfg.cycle_ramp else self.tcfg.lambda_cycle)
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -700,9 +706,11 @@ class Trainer:
                                 f"to train it further, give a --steps (or --epochs) beyond step {self.step}")
         previous_total = int(ckpt.config.get("total_steps") or total)
         self.floor_done = bool(state.get("floor_done", self.step >= FLOOR_FADE[1] * previous_total))
-        if total != previous_total and self.tcfg.lambda_floor and self.floor_done and self.step < total:
-            self.reporter.warn(f"extending the run from {previous_total} to {total} steps: the attention floor, "
-                               "which had faded out, stays off")
+        if total != previous_total and self.floor_done and self.step < total:
+            kept = ["the attention floor, which had faded out, stays off"] if self.tcfg.lambda_floor else []
+            kept += ["the cycle loss, which had ramped in, stays at full weight"] if self.tcfg.cycle_ramp else []
+            if kept:
+                self.reporter.warn(f"extending the run from {previous_total} to {total} steps: {'; '.join(kept)}")
         # The scheduler's lambda reads the (possibly changed) total, and --lr may have been changed on resume:
         # recompute the base and current learning rates from this run's configuration (docs/training.md).
         old_lr = self.opt_g.param_groups[0]["lr"]

@@ -183,6 +183,7 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
     assert saved["train"]["gan_loss"] == "vanilla"
     assert saved["train"]["lambda_floor"] == 0 and saved["train"]["identity_negatives"] is False
     assert saved["model"]["mask_guide"] == 0  # the paper's generator: the mask straight from its sigmoid
+    assert saved["train"]["cycle_ramp"] is False  # the cycle loss at its full weight from the first step
     # and each stays one option away
     mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
                                 "mixed", *TINY])
@@ -213,3 +214,27 @@ def test_the_mask_guide_is_on_for_new_runs_and_off_for_checkpoints_saved_before_
     assert json.loads(config.read_text())["model"]["mask_guide"] == 0
     bundled = Path(__file__).parents[1] / "aggan_cli" / "bundled" / "demo-smile"
     assert load_generators(bundled)[0].mask_guide == 0  # the bundled demo predates it
+
+
+def test_the_cycle_ramp_is_kept_on_resume_and_off_for_runs_saved_before_it_existed(tmp_path, monkeypatch):
+    """--cycle-ramp is a training option like any other: --resume goes on with it. A config.json written
+    before the option existed describes a run trained with a constant cycle weight: it reads as off,
+    whatever today's default, so resuming it half-way does not drop the cycle loss."""
+    from aggan_cli.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--cycle-ramp", *TINY])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "runs" / "smile" / "config.json"
+    assert json.loads(config.read_text())["train"]["cycle_ramp"] is True
+    resumed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "2", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    saved = json.loads(config.read_text())
+    assert saved["train"]["cycle_ramp"] is True
+    del saved["train"]["cycle_ramp"]
+    config.write_text(json.dumps(saved))
+    assert TrainConfig.from_dict(saved["train"]).cycle_ramp is False
+    resumed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "3", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(config.read_text())["train"]["cycle_ramp"] is False

@@ -77,15 +77,43 @@ def test_resuming_a_run_with_ema_starts_the_average_from_the_live_weights(tmp_pa
     assert second.step == 8
 
 
-def test_extending_a_finished_run_keeps_the_faded_floor_off_and_says_what_the_learning_rate_does(tmp_path):
-    first = _trainer(tmp_path / "run", steps=6)
+def test_extending_a_finished_run_keeps_the_faded_floor_off_the_cycle_on_and_says_what_the_learning_rate_does(tmp_path):
+    first = _trainer(tmp_path / "run", steps=6, cycle_ramp=True)
     first.fit()
     assert first.opt_g.param_groups[0]["lr"] == 0.0  # finished: decayed to zero
-    longer = _trainer(tmp_path / "run", steps=12, resume=True)
+    longer = _trainer(tmp_path / "run", steps=12, resume=True, cycle_ramp=True)
     assert longer.weights_at(6).lambda_floor == 0.0  # a fresh 12-step run would be at half the floor here
+    assert longer.weights_at(6).lambda_cycle == 10.0  # and the cycle loss, ramped in, stays at full weight
+    assert any("stays off" in w and "stays at full weight" in w for w in longer.reporter.warnings)
     assert longer.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4)  # the schedule of a 12-step run, at step 6
     assert any("learning-rate" in w and "12-step run" in w for w in longer.reporter.warnings), longer.reporter.warnings
-    early = _trainer(tmp_path / "early", steps=12)
+    early = _trainer(tmp_path / "early", steps=12, cycle_ramp=True)
     early.fit(stop_at=2)
-    extended = _trainer(tmp_path / "early", steps=24, resume=True)
+    extended = _trainer(tmp_path / "early", steps=24, resume=True, cycle_ramp=True)
     assert extended.weights_at(2).lambda_floor == 1.0  # the floor had not faded yet: it goes on as planned
+    assert extended.weights_at(2).lambda_cycle == 0.0
+
+
+@pytest.mark.parametrize("lambda_floor", [1.0, 0.0])
+def test_the_cycle_loss_ramps_in_as_the_floor_fades_and_is_constant_without_the_ramp(tmp_path, lambda_floor):
+    """Off for the first third, half at the middle, full from two thirds on: the mirror image of the
+    floor's fade, also with the floor switched off; without --cycle-ramp (the default) it is constant."""
+    ramped = _trainer(tmp_path / "ramped", steps=12, lambda_floor=lambda_floor, cycle_ramp=True)
+    assert [ramped.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)] == pytest.approx([0, 0, 5, 10, 10])
+    assert [ramped.weights_at(s).lambda_floor for s in (0, 6, 8)] == pytest.approx([lambda_floor, lambda_floor / 2, 0])
+    constant = _trainer(tmp_path / "constant", steps=12, lambda_floor=lambda_floor, lambda_cycle=7.0)
+    assert {constant.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)} == {7.0}
+
+
+def test_at_the_first_step_of_a_ramped_run_the_generators_total_has_no_cycle_term(tmp_path):
+    """The schedule is what training uses: at step 0 of a --cycle-ramp run the generators' loss is the
+    sum of its other terms; without the ramp it also holds λ_cycle × the cycle loss."""
+    for ramp in (True, False):
+        trainer = _trainer(tmp_path / str(ramp), steps=12, cycle_ramp=ramp)
+        batch = next(trainer.batches())
+        terms = {k: float(v) for k, v in trainer.train_step(batch["a"], batch["b"]).items()}
+        rest = (terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"] + terms["pixel"]
+                + 1e-6 * terms["tv"] + terms["floor"])
+        assert terms["cycle"] > 0.01
+        expected = rest if ramp else rest + 10 * terms["cycle"]
+        assert terms["g_total"] == pytest.approx(expected, rel=1e-4), (ramp, terms)

@@ -219,10 +219,10 @@ def test_collapse_warning_only_recommends_options_that_exist():
     train_command = typer.main.get_command(app).commands["train"]
     known = {opt for param in train_command.params for opt in (*param.opts, *param.secondary_opts)}
     paper = collapse_message("a→b", "collapsed", 0.001, ModelConfig(discriminator="global"),
-                             TrainConfig(lambda_floor=0, identity_negatives=False))
+                             TrainConfig(lambda_floor=0, identity_negatives=False, cycle_ramp=False))
     saturated = collapse_message("a→b", "saturated", 0.99, ModelConfig(), TrainConfig())
     flags = set(re.findall(r"--[a-z][a-z-]+", paper + saturated))
-    assert {"--lambda-floor", "--identity-negatives", "--discriminator"} <= flags
+    assert {"--lambda-floor", "--identity-negatives", "--discriminator", "--cycle-ramp"} <= flags
     assert flags <= known, flags - known
 
 
