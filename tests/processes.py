@@ -34,8 +34,24 @@ def _forkserver():
     return _context
 
 
+def _interruptible() -> None:
+    """Ctrl-C as in a terminal's foreground job. A test run launched in the background without job
+    control (``cmd &`` in a script, nohup) starts with SIGINT ignored, which every child inherits and
+    Python then keeps, as it should; the Ctrl-C tests would see their signal ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _restore_sigint() -> None:  # in a fork before exec: the executable's Python then installs its own
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _main(argv: list[str], cwd: str, log: str, env: dict[str, str], own_group: bool) -> None:
     """The child: become ``aggan ARGV`` with stdout and stderr in ``log``."""
+    _interruptible()
     if own_group:
         os.setpgrp()  # like a shell job: a terminal's Ctrl-C reaches every process of the group
     os.environ.clear()
@@ -62,7 +78,8 @@ class Aggan:
             exe = shutil.which("aggan") or str(Path(sys.executable).with_name("aggan"))
             self._log_file = open(self.log_path, "wb")
             self._popen = subprocess.Popen([exe, *argv], cwd=cwd, env=env, stdout=self._log_file,
-                                           stderr=subprocess.STDOUT, start_new_session=own_group)
+                                           stderr=subprocess.STDOUT, start_new_session=own_group,
+                                           preexec_fn=_restore_sigint)
             self._process = None
             self.pid = self._popen.pid
         else:
