@@ -325,7 +325,7 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
     if isinstance(out.get("demo"), bool):  # aggan 0.1 saved demo as true/false
         out["demo"] = DEMO_TASKS[0] if out["demo"] else None
-    return {"cycle_ramp": False, **out}  # a run saved before the ramp existed kept its cycle weight constant
+    return {"cycle_ramp": False, **out}
 
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,24 +35,16 @@ def _forkserver():
     return _context
 
 
-def _interruptible() -> None:
-    """Ctrl-C as in a terminal's foreground job. A test run launched in the background without job
-    control (``cmd &`` in a script, nohup) starts with SIGINT ignored, which every child inherits and
-    Python then keeps, as it should; the Ctrl-C tests would see their signal ignored."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _restore_sigint() -> None:  # in a fork before exec: the executable's Python then installs its own
-    import signal
-
+# Ctrl-C as in a terminal's foreground job. A test run launched in the background without job control
+# (`cmd &` in a script, nohup) starts with SIGINT ignored, which children inherit and Python keeps, as it
+# should; the Ctrl-C tests would see their signal ignored.
+def _restore_sigint() -> None:  # before exec: the executable's Python then installs its own handler
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _main(argv: list[str], cwd: str, log: str, env: dict[str, str], own_group: bool) -> None:
     """The child: become ``aggan ARGV`` with stdout and stderr in ``log``."""
-    _interruptible()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see _restore_sigint
     if own_group:
         os.setpgrp()  # like a shell job: a terminal's Ctrl-C reaches every process of the group
     os.environ.clear()
