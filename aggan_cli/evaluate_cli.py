@@ -61,6 +61,7 @@ def print_score_table(result, title: str, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .scoring import RIM_WIDTH
     from .scoring import TARGETS as targets
 
     rows = [
@@ -74,6 +75,8 @@ def print_score_table(result, title: str, console=None) -> None:
         ("mask IoU at 0.5", result.mask_iou, "", "mask_iou"),
         ("soft mask values (0.1-0.9) inside the region", result.soft_inside, "", None),
         ("soft mask values (0.1-0.9) outside", result.soft_outside, "", None),
+        (f"mean mask just inside the region's edge ({RIM_WIDTH} px)", result.rim_inside, "", None),
+        (f"mean mask just outside the region's edge ({RIM_WIDTH} px)", result.rim_outside, "", None),
         ("unattended pixels (mask < 1/255) left exactly as they were", result.exact_fraction, "", None),
     ]
     table = Table(title=title)

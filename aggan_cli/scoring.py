@@ -11,6 +11,9 @@ ground-truth *twin* (the perfect translation) and/or the *true change region*, :
 * mask AUC (how well the mask ranks changed pixels above unchanged ones), mask IoU with the region at a
   threshold of 0.5, and how binary the mask is: the fraction of mask values in (0.1, 0.9), inside and
   outside the region;
+* where the mask's edge sits: its mean in the band of RIM_WIDTH pixels just inside the region's edge and
+  in the band just outside (1 and 0 for a mask that steps exactly at the edge; a low inside figure is a
+  mask that stops short of the edge, a high outside one a mask that spills over it);
 * exactness: the fraction of pixels with mask < 1/255 whose output is bit-identical to the input.
 
 Pixel statistics are pooled over all images (one PSNR over every background pixel of the set, one IoU
@@ -30,6 +33,7 @@ import numpy as np
 # What "crisp attention that stays on the object" means, as numbers (docs/training.md).
 TARGETS = {"background_psnr": 40.0, "mask_iou": 0.6, "mask_auc": 0.97, "foreground_gain": 6.0}
 REGION_THRESHOLD = 8  # levels of 255: a twin pixel this different from the input is "changed"
+RIM_WIDTH = 2  # pixels: the bands either side of the region's edge that the rim figures average over
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -62,6 +66,21 @@ def json_number(value):
     return value
 
 
+def rim_bands(region: np.ndarray, width: int = RIM_WIDTH) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) bool each: the pixels of ``region`` within ``width`` steps (8-connected) of a pixel outside
+    it, and the pixels outside it within ``width`` steps of it. The image's border is not an edge: a
+    region that reaches it has no inside band there."""
+    inner, outer = region, region
+    h, w = region.shape
+    for _ in range(width):
+        a = np.pad(inner, 1, mode="edge")
+        b = np.pad(outer, 1)
+        shifts = [(dy, dx) for dy in range(3) for dx in range(3)]
+        inner = np.logical_and.reduce([a[dy:dy + h, dx:dx + w] for dy, dx in shifts])
+        outer = np.logical_or.reduce([b[dy:dy + h, dx:dx + w] for dy, dx in shifts])
+    return region & ~inner, outer & ~region
+
+
 def change_region(source: np.ndarray, twin: np.ndarray) -> np.ndarray:
     """(H, W) bool: where the twin differs from the input by more than REGION_THRESHOLD in any channel."""
     return np.abs(source.astype(np.int16) - twin.astype(np.int16)).max(axis=-1) > REGION_THRESHOLD
@@ -81,6 +100,8 @@ class Score:
     mask_iou: float = float("nan")
     soft_inside: float = float("nan")    # fraction of mask values in (0.1, 0.9) inside the region
     soft_outside: float = float("nan")
+    rim_inside: float = float("nan")     # mean mask in the RIM_WIDTH-pixel band just inside the region's edge
+    rim_outside: float = float("nan")    # ... and just outside it
     exact_fraction: float = float("nan")  # of pixels with mask < 1/255, the fraction equal to the input
 
     @property
@@ -138,6 +159,10 @@ def score(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], masks: S
             soft = (m > 0.1) & (m < 0.9)
             result.soft_inside = float(soft[inside].mean()) if inside.any() else float("nan")
             result.soft_outside = float(soft[~inside].mean()) if (~inside).any() else float("nan")
+            bands = [rim_bands(np.asarray(r, bool)) for r in regions]
+            band_in, band_out = cat([b[0].ravel() for b in bands]), cat([b[1].ravel() for b in bands])
+            result.rim_inside = float(m[band_in].mean()) if band_in.any() else float("nan")
+            result.rim_outside = float(m[band_out].mean()) if band_out.any() else float("nan")
     return result
 
 

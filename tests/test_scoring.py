@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aggan_cli.errors import ConfigError
-from aggan_cli.scoring import TARGETS, Evaluator, change_region, psnr, roc_auc, score
+from aggan_cli.scoring import TARGETS, Evaluator, change_region, psnr, rim_bands, roc_auc, score
 from aggan_cli.tasks import TASKS, get_task
 
 
@@ -29,6 +29,7 @@ def test_a_perfect_translation_scores_infinity_and_one():
     assert result.foreground_psnr == math.inf and result.background_psnr == math.inf and result.image_psnr == math.inf
     assert result.mask_auc == 1.0 and result.mask_iou == 1.0
     assert result.soft_inside == 0.0 and result.soft_outside == 0.0
+    assert result.rim_inside == 1.0 and result.rim_outside == 0.0
     assert result.exact_fraction == 1.0
     assert all(result.passed().values()) and set(result.passed()) == set(TARGETS)
 
@@ -41,8 +42,32 @@ def test_output_equal_to_input_scores_the_identity_baseline():
     assert result.foreground_gain == 0.0
     assert result.mask_auc == 0.5          # a constant mask ranks nothing
     assert result.mask_iou == 0.0
+    assert result.rim_inside == 0.0 and result.rim_outside == 0.0
     assert result.exact_fraction == 1.0
     assert result.passed()["foreground_gain"] is False
+
+
+def test_the_rim_figures_tell_a_mask_that_stops_short_of_the_edge_from_one_that_spills_over_it():
+    """The 10×10 region's 2-px bands: 64 pixels inside its edge, 96 outside (a 14×14 ring). A mask two
+    pixels short of the edge on every side has nothing in either band; one two pixels over has all of both."""
+    source, twin, region = _scene()
+    inside, outside = rim_bands(region)
+    assert inside.sum() == 100 - 6 * 6 and outside.sum() == 14 * 14 - 100
+    assert not (inside & ~region).any() and not (outside & region).any()
+    short, over = np.zeros(region.shape, np.float32), np.zeros(region.shape, np.float32)
+    short[10:16, 10:16] = 1
+    over[6:20, 6:20] = 1
+    result = score([source], [twin], [short], twins=[twin], regions=[region])
+    assert result.rim_inside == 0.0 and result.rim_outside == 0.0 and result.mask_iou == pytest.approx(36 / 100)
+    result = score([source], [twin], [over], twins=[twin], regions=[region])
+    assert result.rim_inside == 1.0 and result.rim_outside == 1.0 and result.mask_iou == pytest.approx(100 / 196)
+
+
+def test_the_image_border_is_not_an_edge_of_the_region():
+    region = np.zeros((32, 32), bool)
+    region[:10, :10] = True  # a corner square: only its right and lower sides are edges
+    inside, outside = rim_bands(region)
+    assert inside.sum() == 100 - 8 * 8 and outside.sum() == 12 * 12 - 100
 
 
 def test_known_background_error_and_soft_masks():
