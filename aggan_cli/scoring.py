@@ -72,10 +72,10 @@ def rim_bands(region: np.ndarray, width: int = RIM_WIDTH) -> tuple[np.ndarray, n
     region that reaches it has no inside band there."""
     inner, outer = region, region
     h, w = region.shape
+    shifts = [(dy, dx) for dy in range(3) for dx in range(3)]
     for _ in range(width):
         a = np.pad(inner, 1, mode="edge")
         b = np.pad(outer, 1)
-        shifts = [(dy, dx) for dy in range(3) for dx in range(3)]
         inner = np.logical_and.reduce([a[dy:dy + h, dx:dx + w] for dy, dx in shifts])
         outer = np.logical_or.reduce([b[dy:dy + h, dx:dx + w] for dy, dx in shifts])
     return region & ~inner, outer & ~region
