@@ -8,6 +8,7 @@ that cannot be decoded raises :class:`DataError` naming it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -400,13 +401,84 @@ class EpochSampler:
             epoch, offset = epoch + 1, 0
 
 
+def worker_context():
+    """The start method for DataLoader workers: one that makes them the trainer's own children.
+
+    A worker ends itself when its parent's pid changes (PyTorch's watchdog polls ``os.getppid()``).
+    Under ``forkserver`` (Python 3.14's default on Linux, and inherited by any process a forkserver
+    started) that parent is a forkserver process in the trainer's process group, which dies of the
+    group's SIGTERM (preemption, ``kill -- -PGID``): the workers then quit and the trainer crashed on
+    its next batch instead of saving. ``fork`` is what PyTorch's workers used on Linux until then.
+    (Not ``spawn``: a fresh interpreter starts library threads before ``ignore_interrupts`` runs, and
+    one of them would take the group's SIGTERM with its default action.) Otherwise ``None``: the
+    platform's default, whose workers are the trainer's children already."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if multiprocessing.get_start_method() == "forkserver" else None
+
+
+@contextlib.contextmanager
+def starting_workers() -> Iterator[None]:
+    """Start DataLoader workers inside this block: they begin life with SIGINT and SIGTERM blocked.
+
+    A worker inherits the signal mask of the thread that started it (through fork, and through exec
+    for ``spawn``), and so does every thread it starts before ``ignore_interrupts`` runs (PyTorch
+    starts its thread pool there when the trainer used more than one thread): none of them may take a
+    group's SIGTERM with its default action. A signal for the trainer meanwhile waits, then arrives."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+_worker_deaths: list[RuntimeError] = []
+
+
+def defer_worker_deaths() -> None:
+    """Call after the DataLoader's workers started. PyTorch's SIGCHLD handler raises a worker's death
+    wherever the trainer is at that moment, mid-update too; this holds it back for ``worker_death()``,
+    which the trainer asks before each batch, so that it saves a whole step and stops cleanly."""
+    import signal
+    import threading
+
+    _worker_deaths.clear()
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(handler) or getattr(handler, "defers_worker_deaths", False):
+        return
+
+    def deferring(signum, frame) -> None:
+        try:
+            handler(signum, frame)
+        except RuntimeError as exc:
+            if not str(exc).startswith("DataLoader worker"):
+                raise
+            _worker_deaths.append(exc)
+
+    deferring.defers_worker_deaths = True
+    signal.signal(signal.SIGCHLD, deferring)
+
+
+def worker_death() -> RuntimeError | None:
+    """PyTorch's error for a data-loading worker that died since ``defer_worker_deaths``, if one did."""
+    return _worker_deaths[0] if _worker_deaths else None
+
+
 def ignore_interrupts(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: let the trainer alone answer Ctrl-C and a scheduler's SIGTERM.
 
     A terminal's Ctrl-C, and SLURM's SIGTERM on preemption, reach every process of the job; a worker
     that died of one mid-transfer crashed the trainer before it could save. So workers ignore SIGINT,
     and take SIGTERM only from their parent (how the DataLoader and multiprocessing stop a worker):
-    a thread waits for SIGTERM and reads who sent it; the trainer saves, then stops the workers."""
+    a thread waits for SIGTERM and reads who sent it; the trainer saves, then stops the workers. Both
+    signals are blocked in every thread of the worker already (``starting_workers``)."""
     import multiprocessing
     import os
     import signal
@@ -415,9 +487,9 @@ def ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not hasattr(signal, "sigwaitinfo"):  # not POSIX
         return
-    creator = multiprocessing.parent_process()  # the trainer, also when a forkserver forked this worker
+    creator = multiprocessing.parent_process()  # the trainer
     parent = creator.pid if creator is not None else os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by threads started from here on
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # also when started outside starting_workers
 
     def wait_for_parent() -> None:
         while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:

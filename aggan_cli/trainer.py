@@ -25,7 +25,8 @@ from torch import Tensor
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
                          save_run)
 from .config import ModelConfig, TrainConfig
-from .data import EpochSampler, UnpairedDataset, centre_crop, collate, ignore_interrupts
+from .data import (EpochSampler, UnpairedDataset, centre_crop, collate, defer_worker_deaths, ignore_interrupts,
+                   starting_workers, worker_context, worker_death)
 from .device import adjust_threads, autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError, os_reason
@@ -425,13 +426,17 @@ class Trainer:
             self.reporter.warn(f"--workers {workers} is more than the {usable_cores()} CPU core(s) this process may "
                                "use: data loading competes with training for them; leave --workers unset to fit "
                                "the machine")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), starting_workers():
             # PyTorch's own warning says the same, twice (DataLoader and its iterator), in its own words
             warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
-            return iter(DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers,
-                                   collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=True,
-                                   persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-                                   worker_init_fn=ignore_interrupts))  # the trainer alone answers Ctrl-C, and saves
+            batches = iter(DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, num_workers=workers,
+                                      collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=True,
+                                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                      worker_init_fn=ignore_interrupts,  # the trainer alone answers Ctrl-C, and saves
+                                      multiprocessing_context=worker_context() if workers else None))
+        if workers:
+            defer_worker_deaths()
+        return batches
 
     def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
@@ -463,7 +468,7 @@ class Trainer:
         accumulated: dict[str, Tensor] = {}
         count = 0
         while self.step < end:
-            batch = next(batches)
+            batch = self._next_batch(batches)
             for message in batch["bad"]:
                 if message not in self.bad_files:
                     self.bad_files.add(message)
@@ -495,6 +500,24 @@ class Trainer:
         elapsed = time.perf_counter() - started
         return {"steps": self.step - start_step, "step": self.step, "seconds": elapsed, "run_dir": str(self.run_dir),
                 "total_steps": self.schedule.total_steps}
+
+    def _next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """The next batch; when a data-loading worker has died (the kernel's out-of-memory killer, a
+        signal), save the step reached and stop with a TrainingError instead of a traceback."""
+        death = worker_death()
+        if death is None:
+            try:
+                return next(batches)
+            except RuntimeError as exc:
+                if not str(exc).startswith("DataLoader worker"):
+                    raise
+                death = exc
+        reason = str(death).split(". ")[0].strip().rstrip(".")
+        self.save()
+        kept = f"saved step {self.step} in {self.run_dir}" if self.is_main else f"saved step {self.step}"
+        raise TrainingError(f"a data-loading process stopped ({reason}); {kept}. Continue with --resume; if it "
+                            "happens again, train with --workers 0 (load images in the training process) or free "
+                            "some memory")
 
     def _stop_requested(self, should_stop: Callable[[], bool]) -> bool:
         flag = should_stop()

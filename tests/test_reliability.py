@@ -6,6 +6,7 @@ Each test holds one guarantee of docs/reliability.md and fails without it. Train
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -270,6 +271,76 @@ def test_a_signal_to_the_whole_process_group_saves_with_loader_workers(tmp_path,
     assert process.wait() == 0, process.log()
     assert find_save(run, need_state=True).step == max(metrics_steps(run))
     assert signal.Signals(sig).name in process.log() and "Traceback" not in process.log()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@contextlib.contextmanager
+def _training_with_a_worker(tmp_path, *extra: str):
+    """A long run with one loader worker, two steps in; killed with its group if the test fails early."""
+    a, b = make_domains(tmp_path)
+    run = tmp_path / "runs" / "smile"
+    argv = ["train", a, b, "--steps", "5000", "--save-every", "1000", "--log-every", "1", *TINY[:-3], "--workers", "1",
+            "--quiet", *extra]
+    process = start(argv, tmp_path, own_group=True)
+    try:
+        wait_for(lambda: max(metrics_steps(run), default=0) >= 2, process, what="two training steps")
+        yield process, run
+    finally:
+        if process.running():
+            process.signal(signal.SIGKILL, group=True)
+
+
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from Linux /proc")
+
+
+@LINUX_PROC
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_loader_workers_survive_a_sigterm_to_every_helper_process(tmp_path, threads):
+    """The trainer here is a forkserver's child (tests/processes.py), so Python's default start method in
+    it is forkserver, as on Python 3.14's Linux: its workers must still be its own children (PyTorch's
+    workers quit when their parent changes, and a forkserver parent dies of a group SIGTERM). And with
+    two threads PyTorch starts a thread pool in each worker before ``ignore_interrupts`` runs: none of
+    its threads may take a SIGTERM not sent by the trainer. So SIGTERM to every process the trainer
+    started leaves training going; the trainer's own SIGTERM then saves and exits 0."""
+    with _training_with_a_worker(tmp_path, "--threads", threads) as (process, run):
+        helpers = _children(process.pid)
+        assert helpers and not [g for c in helpers for g in _children(c)], "a worker is not the trainer's own child"
+        for pid in helpers:
+            os.kill(pid, signal.SIGTERM)
+        reached = max(metrics_steps(run))
+        wait_for(lambda: max(metrics_steps(run)) >= reached + 20, process, what="twenty more steps")
+        process.signal(signal.SIGTERM)
+        assert process.wait() == 0, process.log()
+    assert find_save(run, need_state=True).step == max(metrics_steps(run))
+
+
+@LINUX_PROC
+def test_a_killed_loader_worker_stops_training_with_one_line_after_saving(tmp_path):
+    """The kernel's out-of-memory killer picks a worker: the trainer saves the step it reached and
+    stops with one line that says so and what to do, instead of a traceback and lost steps."""
+    with _training_with_a_worker(tmp_path) as (process, run):
+        workers = [pid for pid in _children(process.pid)
+                   if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait() == 1, process.log()
+    log = process.log()
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in log and len(errors) == 1, log
+    assert "data-loading process stopped" in errors[0] and "--resume" in errors[0] and "--workers 0" in errors[0]
+    assert find_save(run, need_state=True).step == max(metrics_steps(run))
 
 
 # ---------------------------------------------------------------------------------------------
