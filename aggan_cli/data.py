@@ -438,16 +438,30 @@ def starting_workers() -> Iterator[None]:
 
 
 _worker_deaths: list[RuntimeError] = []
+_deferring = False
 
 
-def defer_worker_deaths() -> None:
-    """Call after the DataLoader's workers started. PyTorch's SIGCHLD handler raises a worker's death
-    wherever the trainer is at that moment, mid-update too; this holds it back for ``worker_death()``,
-    which the trainer asks before each batch, so that it saves a whole step and stops cleanly."""
+@contextlib.contextmanager
+def deferred_worker_deaths() -> Iterator[None]:
+    """Within this block (training), a data-loading worker's death is held back for ``worker_death()``,
+    which the trainer asks before each batch, so that it saves a whole step and stops cleanly: PyTorch's
+    SIGCHLD handler raises it wherever the trainer is at that moment, mid-update too. Outside the
+    block PyTorch's handler acts as it always did. ``watch_worker_deaths`` must follow the DataLoader."""
+    global _deferring
+    _worker_deaths.clear()
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+
+
+def watch_worker_deaths() -> None:
+    """Call once the DataLoader's workers started (PyTorch installs its SIGCHLD handler then): wrap that
+    handler so that inside ``deferred_worker_deaths`` it records a worker's death instead of raising."""
     import signal
     import threading
 
-    _worker_deaths.clear()
     if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
         return
     handler = signal.getsignal(signal.SIGCHLD)
@@ -458,7 +472,7 @@ def defer_worker_deaths() -> None:
         try:
             handler(signum, frame)
         except RuntimeError as exc:
-            if not str(exc).startswith("DataLoader worker"):
+            if not (_deferring and str(exc).startswith("DataLoader worker")):
                 raise
             _worker_deaths.append(exc)
 
@@ -467,7 +481,7 @@ def defer_worker_deaths() -> None:
 
 
 def worker_death() -> RuntimeError | None:
-    """PyTorch's error for a data-loading worker that died since ``defer_worker_deaths``, if one did."""
+    """PyTorch's error for a data-loading worker that died inside ``deferred_worker_deaths``, if one did."""
     return _worker_deaths[0] if _worker_deaths else None
 
 

@@ -25,8 +25,8 @@ from torch import Tensor
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
                          save_run)
 from .config import ModelConfig, TrainConfig
-from .data import (EpochSampler, UnpairedDataset, centre_crop, collate, defer_worker_deaths, ignore_interrupts,
-                   starting_workers, worker_context, worker_death)
+from .data import (EpochSampler, UnpairedDataset, centre_crop, collate, deferred_worker_deaths, ignore_interrupts,
+                   starting_workers, watch_worker_deaths, worker_context, worker_death)
 from .device import adjust_threads, autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError, os_reason
@@ -435,12 +435,12 @@ class Trainer:
                                       worker_init_fn=ignore_interrupts,  # the trainer alone answers Ctrl-C, and saves
                                       multiprocessing_context=worker_context() if workers else None))
         if workers:
-            defer_worker_deaths()
+            watch_worker_deaths()  # its death is reported at the next batch, not mid-update
         return batches
 
     def fit(self, *, stop_at: int | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train until the schedule's last step (or ``stop_at``); save at intervals and at the end."""
-        with self.memory_errors("training"):
+        with self.memory_errors("training"), deferred_worker_deaths():
             return self._fit(stop_at=stop_at, should_stop=should_stop)
 
     @contextlib.contextmanager
@@ -513,8 +513,8 @@ class Trainer:
                     raise
                 death = exc
         reason = str(death).split(". ")[0].strip().rstrip(".")
-        self.save()
-        kept = f"saved step {self.step} in {self.run_dir}" if self.is_main else f"saved step {self.step}"
+        saved = self.save()  # None on other ranks than the first, and right after a skipped update
+        kept = f"saved step {self.step} in {self.run_dir}" if saved is not None else "the last save is kept"
         raise TrainingError(f"a data-loading process stopped ({reason}); {kept}. Continue with --resume; if it "
                             "happens again, train with --workers 0 (load images in the training process) or free "
                             "some memory")
