@@ -485,6 +485,33 @@ def worker_death() -> RuntimeError | None:
     return _worker_deaths[0] if _worker_deaths else None
 
 
+def dead_worker(batches: Any, wait: float = 2.0) -> str | None:
+    """Fetching a batch failed with a broken connection or pipe: if a worker of the DataLoader iterator
+    ``batches`` died, which is then the cause (a batch it had queued names resources only it could hand
+    over), PyTorch's words for that death; ``None`` when every worker lives. A worker killed a moment
+    ago may still be exiting, so this waits up to ``wait`` seconds for it."""
+    import signal
+    import time
+
+    workers = list(getattr(batches, "_workers", None) or [])
+    deadline = time.monotonic() + wait
+    while workers:
+        death = worker_death()
+        if death is not None:
+            return str(death)
+        for worker in workers:
+            code = worker.exitcode  # polls without blocking; None while it runs
+            if code is not None and code < 0:
+                name = signal.strsignal(-code) if hasattr(signal, "strsignal") else f"signal {-code}"
+                return f"DataLoader worker (pid {worker.pid}) is killed by signal: {name}"
+            if code is not None:
+                return f"DataLoader worker (pid {worker.pid}) exited unexpectedly with exit code {code}"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+    return None
+
+
 def ignore_interrupts(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: let the trainer alone answer Ctrl-C and a scheduler's SIGTERM.
 

@@ -25,8 +25,8 @@ from torch import Tensor
 from .checkpoint import (STATE_FILE, atomic_write_text, find_save, load_run, load_state_dict_strict, load_training_state,
                          save_run)
 from .config import ModelConfig, TrainConfig
-from .data import (EpochSampler, UnpairedDataset, centre_crop, collate, deferred_worker_deaths, ignore_interrupts,
-                   starting_workers, watch_worker_deaths, worker_context, worker_death)
+from .data import (EpochSampler, UnpairedDataset, centre_crop, collate, dead_worker, deferred_worker_deaths,
+                   ignore_interrupts, starting_workers, watch_worker_deaths, worker_context, worker_death)
 from .device import adjust_threads, autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError, os_reason
@@ -512,6 +512,12 @@ class Trainer:
                 if not str(exc).startswith("DataLoader worker"):
                     raise
                 death = exc
+            except (OSError, EOFError):
+                # a worker killed while the trainer was taking its batch: the batch's shared memory
+                # could not be handed over (connection refused or reset by the dead worker)
+                death = dead_worker(batches)
+                if death is None:
+                    raise
         reason = str(death).split(". ")[0].strip().rstrip(".")
         saved = self.save()  # None on other ranks than the first, and right after a skipped update
         kept = f"saved step {self.step} in {self.run_dir}" if saved is not None else "the last save is kept"

@@ -16,6 +16,8 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -341,6 +343,53 @@ def test_a_killed_loader_worker_stops_training_with_one_line_after_saving(tmp_pa
     assert "Traceback" not in log and len(errors) == 1, log
     assert "data-loading process stopped" in errors[0] and "--resume" in errors[0] and "--workers 0" in errors[0]
     assert find_save(run, need_state=True).step == max(metrics_steps(run))
+
+
+DEAD_WORKER_SCRIPT = """
+import os, signal, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from aggan_cli.data import (collate, dead_worker, deferred_worker_deaths, ignore_interrupts, starting_workers,
+                            watch_worker_deaths, worker_context)
+
+class Items(Dataset):
+    def __len__(self):
+        return 64
+    def __getitem__(self, i):
+        return {"a": torch.full((3, 8, 8), float(i)), "b": torch.zeros(3, 8, 8), "bad": []}
+
+def loader(workers):
+    with starting_workers():
+        return iter(DataLoader(Items(), batch_size=1, num_workers=workers, collate_fn=collate,
+                               worker_init_fn=ignore_interrupts if workers else None,
+                               multiprocessing_context=worker_context() if workers else None))
+
+in_process = loader(0)
+next(in_process)
+print("no workers:", dead_worker(in_process))
+batches = loader(1)
+watch_worker_deaths()
+with deferred_worker_deaths():
+    next(batches)
+    print("alive:", dead_worker(batches, wait=0.2))
+    worker = batches._workers[0]
+    os.kill(worker.pid, signal.SIGKILL)
+    print("killed:", worker.pid, dead_worker(batches, wait=60))
+"""
+
+
+def test_a_worker_killed_while_its_batch_is_taken_is_named(tmp_path):
+    """Killed while the trainer takes the batch it queued, a worker breaks the hand-over of that batch's
+    shared memory (a connection refused or reset) before PyTorch sees it dead: ``dead_worker`` names it,
+    waiting for it to finish dying, so the trainer saves and stops with one line, and answers nothing
+    for a loader whose workers all live or that has none (a real DataLoader in a process of its own)."""
+    done = subprocess.run([sys.executable, "-c", DEAD_WORKER_SCRIPT], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["no workers"] == "None" and lines["alive"] == "None", done.stdout
+    pid, reason = lines["killed"].split(" ", 1)
+    assert reason.startswith(f"DataLoader worker (pid") and pid in reason and "Killed" in reason, done.stdout
 
 
 # ---------------------------------------------------------------------------------------------
