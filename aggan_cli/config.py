@@ -196,7 +196,8 @@ class ModelConfig:
     # ours: a guided filter (He et al. 2010) with the input as the guide snaps the mask's edges to the
     # object's; measured in docs/training.md ("Crisp attention"). 0 = off, the paper's generator.
     mask_guide: int = option(3, "Radius in pixels of the guided filter that aligns the mask's edges with the "
-                                "input's (0 = off, the paper's).", MODEL, low=0, high=MAX_MASK_GUIDE)
+                                "input's (0 = off, the paper's; 6 suits edits bounded by an object's outline, such "
+                                "as recolouring).", MODEL, low=0, high=MAX_MASK_GUIDE)
 
     def __post_init__(self) -> None:
         _check_fields(self)
