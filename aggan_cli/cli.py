@@ -379,6 +379,7 @@ def evaluate(
     precision: Annotated[Precision, typer.Option(help="auto, fp32, bf16 or fp16.")] = Precision.auto,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
+    worst: Annotated[int, typer.Option(min=0, help="Also list the N images whose background changed most, with each one's share of the background error: where the model edits what it should not.")] = 0,
 ) -> None:
     """Score a checkpoint against ground truth: perfect translations (--twins) and/or true change regions (--masks).
 
@@ -391,7 +392,8 @@ def evaluate(
         from .evaluate_cli import run_evaluate_command
 
         run_evaluate_command(inputs, ckpt=ckpt, twins=twins, masks=masks, direction=direction.value, size=size,
-                             device=device, precision=precision.value, offline=offline, as_json=json_)
+                             device=device, precision=precision.value, offline=offline, as_json=json_,
+                             worst=worst)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from .errors import ConfigError, DataError
 
 
 def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, masks: Path | None, direction: str,
-                         size: str, device: str, precision: str, offline: bool, as_json: bool) -> dict[str, Any]:
+                         size: str, device: str, precision: str, offline: bool, as_json: bool,
+                         worst: int = 0) -> dict[str, Any]:
     from rich.console import Console
     from rich.markup import escape
 
@@ -46,13 +47,43 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
     count = len(evaluator.sources)
     console.print(f"evaluating [bold]{escape(translator.label())}[/] with {escape(str(translator.checkpoint.path))} "
                   f"on {count} image{'s' * (count != 1)}")
-    result, _ = evaluator.run(translator, direction=direction)
+    result, translations = evaluator.run(translator, direction=direction)
     report = {"checkpoint": str(translator.checkpoint.path), "direction": direction, **result.to_dict()}
+    rows = evaluator.worst(translations, worst) if worst else None
     if as_json:
-        print(json.dumps({k: json_number(v) for k, v in report.items()}))
+        shown = {k: json_number(v) for k, v in report.items()}
+        if rows is not None:
+            shown["worst"] = [{k: json_number(v) for k, v in row.items()} for row in rows]
+        print(json.dumps(shown))
     else:
         print_score_table(result, f"aggan evaluate: {count} image{'s' * (count != 1)}")
+        if rows is not None:
+            print_worst_table(rows, worst)
+    if rows is not None:
+        report["worst"] = rows
     return report
+
+
+def print_worst_table(rows: list[dict], asked: int) -> None:
+    """``--worst N``: the images whose background changed most, on stdout."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print("no image's background changed")
+        return
+    title = f"the {len(rows)} image{'s' * (len(rows) != 1)} whose background changed most"
+    if len(rows) < asked:
+        title += f" (of {asked} asked: the others' backgrounds are untouched)"
+    table = Table(title=title)
+    for column in ("image", "background PSNR", "share of the background error", "mask IoU at 0.5"):
+        table.add_column(column)
+    for row in rows:
+        iou = "–" if math.isnan(row["mask_iou"]) else f"{row['mask_iou']:.2f}"
+        table.add_row(escape(row["name"]), f"{row['background_psnr']:.1f} dB", f"{row['background_error_share']:.0%}", iou)
+    console.print(table)
 
 
 def print_score_table(result, title: str, console=None) -> None:

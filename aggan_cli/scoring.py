@@ -166,6 +166,27 @@ def score(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], masks: S
     return result
 
 
+def worst_backgrounds(names: Sequence[str], sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
+                      masks: Sequence[np.ndarray], regions: Sequence[np.ndarray], count: int) -> list[dict]:
+    """The ``count`` images whose background (outside the true region) the translation changed most, worst
+    first, leaving out those it left alone: each one's name, background PSNR, share of the whole set's
+    background squared error (what the pooled background PSNR counts) and mask IoU at 0.5. On the
+    built-in tasks a handful of images carries most of that error (docs/training.md)."""
+    rows, total = [], 0.0
+    for name, source, output, mask, region in zip(names, sources, outputs, masks, regions):
+        inside = np.asarray(region, bool)
+        diff = output[~inside].astype(np.float64) - source[~inside].astype(np.float64)
+        error = float((diff ** 2).sum())
+        total += error
+        hard = np.asarray(mask, np.float32) > 0.5
+        union = int((hard | inside).sum())
+        rows.append({"name": str(name), "background_psnr": psnr(output[~inside], source[~inside]), "error": error,
+                     "mask_iou": float((hard & inside).sum() / union) if union else float("nan")})
+    worst = sorted((r for r in rows if r["error"] > 0), key=lambda r: -r["error"])[:count]
+    return [{"name": r["name"], "background_psnr": r["background_psnr"], "background_error_share": r["error"] / total,
+             "mask_iou": r["mask_iou"]} for r in worst]
+
+
 def find_partner(folder, name, what: str):
     """The image in ``folder`` named like ``name`` (a relative path without suffix), any image suffix."""
     from .data import IMAGE_EXTENSIONS
@@ -258,6 +279,14 @@ class Evaluator:
                        [np.asarray(t.image.convert("RGB")) for t in translations],
                        [t.mask for t in translations], twins=self.twins, regions=self.regions)
         return result, translations
+
+    def worst(self, translations: list, count: int) -> list[dict]:
+        """:func:`worst_backgrounds` of ``translations`` (from :meth:`run`) against this set's regions (or, with
+        twins only, the regions the twins give)."""
+        sources = [np.asarray(t.original) for t in translations]
+        regions = self.regions or [change_region(s, t) for s, t in zip(sources, self.twins)]
+        return worst_backgrounds(self.names, sources, [np.asarray(t.image.convert("RGB")) for t in translations],
+                                 [t.mask for t in translations], regions, count)
 
     def __call__(self, g_ab, *, image_size: int, device="cpu") -> tuple[Score, list]:
         """Score generator ``g_ab`` (left in the training mode it had) as a translator at ``image_size``."""

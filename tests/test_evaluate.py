@@ -22,24 +22,34 @@ def split(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def blank_ckpt(tmp_path_factory):
-    """A checkpoint whose a→b mask is 0 everywhere: its output is its input, bit for bit."""
+def _constant_mask_ckpt(folder, bias: float, seed: int):
+    """A checkpoint whose a→b mask logit is ``bias`` everywhere (sigmoid ±30: exactly 0 or 1)."""
     import torch
 
     from aggan_cli.checkpoint import save_run
     from aggan_cli.config import ModelConfig
     from aggan_cli.networks import AGGAN
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = ModelConfig(ngf=4, n_blocks=0, image_size=32, mask_guide=0)  # the mask exactly as set below
     model = AGGAN(config, with_discriminators=False)
     with torch.no_grad():
         model.g_ab.net[-1].weight[0].zero_()
-        model.g_ab.net[-1].bias[0].fill_(-30.0)
-    run = tmp_path_factory.mktemp("runs") / "blank"
-    save_run(run, model_config=config, g_ab=model.g_ab, g_ba=model.g_ba, step=1, domains=("warm", "cool"))
-    return run
+        model.g_ab.net[-1].bias[0].fill_(bias)
+    save_run(folder, model_config=config, g_ab=model.g_ab, g_ba=model.g_ba, step=1, domains=("warm", "cool"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def blank_ckpt(tmp_path_factory):
+    """A checkpoint whose a→b mask is 0 everywhere: its output is its input, bit for bit."""
+    return _constant_mask_ckpt(tmp_path_factory.mktemp("runs") / "blank", -30.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def open_ckpt(tmp_path_factory):
+    """A checkpoint whose a→b mask is 1 everywhere: every output is its random content, background too."""
+    return _constant_mask_ckpt(tmp_path_factory.mktemp("runs") / "open", 30.0, seed=1)
 
 
 def _json(result):
@@ -185,3 +195,43 @@ def test_an_input_that_does_not_exist_is_named_in_one_line(split, blank_ckpt, tm
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {missing}: no such file, folder or pattern"], result.stderr
+
+
+def test_worst_lists_the_images_whose_background_changed_most(split, open_ckpt, blank_ckpt):
+    """--worst N: the images ranked by their background's squared error (outside the true region), each
+    with its own background PSNR, its share of the set's error and its IoU, computed here anew from what
+    the checkpoint writes for each input."""
+    import numpy as np
+    from PIL import Image
+
+    from aggan_cli.inference import Translator
+    from aggan_cli.scoring import psnr
+
+    base = ["evaluate", str(split / "inputs"), "--ckpt", str(open_ckpt), "--masks", str(split / "masks")]
+    out = _json(runner.invoke(app, [*base, "--worst", "9", "--json"]))
+    rows = out["worst"]
+    assert len(rows) == 5  # all five changed; nine asked
+    translator = Translator.load(str(open_ckpt), device="cpu")
+    expected = {}
+    for path in sorted((split / "inputs").iterdir()):
+        region = np.asarray(Image.open(split / "masks" / path.name).convert("L")) > 127
+        source = np.asarray(Image.open(path).convert("RGB"))
+        output = np.asarray(translator.translate(Image.open(path)).image.convert("RGB"))
+        error = ((output[~region].astype(float) - source[~region].astype(float)) ** 2).sum()
+        expected[path.stem] = (error, psnr(output[~region], source[~region]), float(region.sum() / region.size))
+    total = sum(e for e, _, _ in expected.values())
+    assert [r["name"] for r in rows] == sorted(expected, key=lambda n: -expected[n][0])
+    for row in rows:
+        error, background, fraction = expected[row["name"]]
+        assert row["background_psnr"] == pytest.approx(background, abs=1e-9)
+        assert row["background_error_share"] == pytest.approx(error / total, rel=1e-9)
+        assert row["mask_iou"] == pytest.approx(fraction)  # the mask is on everywhere: IoU = region / image
+
+    table = runner.invoke(app, [*base, "--worst", "2"])
+    assert table.exit_code == 0, table.output
+    assert "the 2 images whose background changed most" in table.stdout and rows[0]["name"] in table.stdout
+    untouched = runner.invoke(app, ["evaluate", str(split / "inputs"), "--ckpt", str(blank_ckpt), "--masks",
+                                    str(split / "masks"), "--worst", "3"])
+    assert untouched.exit_code == 0 and "no image's background changed" in untouched.stdout
+    assert _json(runner.invoke(app, [*base, "--json"])).get("worst") is None  # only when asked
+    assert runner.invoke(app, [*base, "--worst", "-1"]).exit_code == 2
