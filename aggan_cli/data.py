@@ -502,8 +502,7 @@ def dead_worker(batches: Any, wait: float = 2.0) -> str | None:
         for worker in workers:
             code = worker.exitcode  # polls without blocking; None while it runs
             if code is not None and code < 0:
-                name = signal.strsignal(-code) if hasattr(signal, "strsignal") else f"signal {-code}"
-                return f"DataLoader worker (pid {worker.pid}) is killed by signal: {name}"
+                return f"DataLoader worker (pid {worker.pid}) is killed by signal: {signal.strsignal(-code) or -code}"
             if code is not None:
                 return f"DataLoader worker (pid {worker.pid}) exited unexpectedly with exit code {code}"
         if time.monotonic() >= deadline:
