@@ -183,7 +183,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME exactly where it stopped.", rich_help_panel=DATA)] = False,
     data_changed: Annotated[bool, typer.Option("--data-changed", help="With --resume: allow other data than the run was trained on (other folders, swapped domains, or the demo).", rich_help_panel=DATA)] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of options; command-line options override it.", rich_help_panel=DATA, show_default=False)] = None,
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives, no mask guide (and no cycle ramp).", rich_help_panel=MODEL)] = False,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's exact setup: global discriminators, BatchNorm, the log-likelihood GAN loss, no attention floor, no identity negatives, no mask guide, the paper's real pairs (and no cycle ramp).", rich_help_panel=MODEL)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and the summary only.", rich_help_panel=RUNTIME)] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, rich_help_panel=RUNTIME, show_default=False)] = None,
     **options: Any,

@@ -255,9 +255,11 @@ class TrainConfig:
                               "(docs/training.md). Off = the paper's constant weight.", OBJECTIVE)
     identity_negatives: bool = option(True, "Discriminators also see the other domain's real images as fakes, so "
                                       "output = input is penalised (off = the paper).", OBJECTIVE)
-    own_pairs: bool = option(False, "Discriminators judge each real image together with the mask the other "
-                             "generator made for it, so the attention is judged on real pixels too (docs/training.md).",
-                             OBJECTIVE)
+    own_pairs: bool = option(True, "The attention discriminators judge each real image together with the mask the "
+                             "other generator made for it, so real and generated pairs both show a mask on its "
+                             "object; off = the paper, whose real pairs carry the mask made for the other domain's "
+                             "image, which on unpaired data draws the mask off the object late in training "
+                             "(docs/training.md).", OBJECTIVE)
     ema: float = option(0.0, "Keep a moving average of the generators' weights with this decay and save it "
                         "(0 = off; 0.99 ≈ the last 100 steps).", OBJECTIVE, low=0, below=1)
     gan_loss: str = option("lsgan", "Adversarial loss: lsgan or vanilla (the paper's log-likelihood).", OBJECTIVE,
@@ -322,11 +324,12 @@ _RETIRED_KEYS = {"extra"}  # written (always empty) by aggan 0.1; dropped when r
 
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """A saved ``train`` section in this version's terms: a run saved before ``cycle_ramp`` existed
-    trained with a constant cycle weight, whatever today's default."""
+    trained with a constant cycle weight, and one saved before ``own_pairs`` existed with the paper's
+    pairs, whatever today's defaults."""
     out = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
     if isinstance(out.get("demo"), bool):  # aggan 0.1 saved demo as true/false
         out["demo"] = DEMO_TASKS[0] if out["demo"] else None
-    return {"cycle_ramp": False, **out}
+    return {"cycle_ramp": False, "own_pairs": False, **out}
 
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:

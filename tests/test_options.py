@@ -184,6 +184,7 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
     assert saved["train"]["lambda_floor"] == 0 and saved["train"]["identity_negatives"] is False
     assert saved["model"]["mask_guide"] == 0  # the paper's generator: the mask straight from its sigmoid
     assert saved["train"]["cycle_ramp"] is False  # the cycle loss at its full weight from the first step
+    assert saved["train"]["own_pairs"] is False  # real images paired with the mask made for the other domain's
     # and each stays one option away
     mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
                                 "mixed", *TINY])
@@ -238,3 +239,27 @@ def test_the_cycle_ramp_is_kept_on_resume_and_off_for_runs_saved_before_it_exist
     resumed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "3", "--quiet"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(config.read_text())["train"]["cycle_ramp"] is False
+
+
+def test_own_pairs_are_on_for_new_runs_kept_on_resume_and_off_for_runs_saved_before_they_existed(tmp_path, monkeypatch):
+    """Own pairs are the default (docs/training.md, "What softens the mask late"); --no-own-pairs is the
+    paper's pairing and --resume goes on with whichever a run was trained with. A config.json written
+    before the option existed describes a run trained with the paper's pairs: it reads as off."""
+    from aggan_cli.config import TrainConfig
+
+    assert TrainConfig().own_pairs is True
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())["train"]["own_pairs"] is True
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--no-own-pairs", "--name", "paper", *TINY])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "runs" / "paper" / "config.json"
+    assert json.loads(config.read_text())["train"]["own_pairs"] is False
+    resumed = runner.invoke(app, ["train", "--name", "paper", "--resume", "--steps", "2", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(config.read_text())["train"]["own_pairs"] is False
+    saved = json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())
+    del saved["train"]["own_pairs"]
+    assert TrainConfig.from_dict(saved["train"]).own_pairs is False
