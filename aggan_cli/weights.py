@@ -80,7 +80,7 @@ REGISTRY: dict[str, Published] = {
             description="Procedural faces, neutral → smiling (aggan train --demo); translates offline",
             domains=("neutral", "smile"),
             image_size=48,
-            sha256="8ff0fe9a87fd139491d7334a0568a3c7455c902b633af7ce447e9d3b2247bc1b",
+            sha256="003958d0a0e0bef82804d67255894ac95487bddc13aedfa4c981bb8a8d2af8b2",
             bundled="demo-smile",
         ),
     )
