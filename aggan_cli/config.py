@@ -28,6 +28,7 @@ from .errors import ConfigError
 
 NORMS = ("instance", "batch")
 DISCRIMINATORS = ("patch", "global")
+UPSAMPLINGS = ("transposed", "resize")
 GAN_LOSSES = ("lsgan", "vanilla")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # built-in data sets of `aggan train --demo [TASK]` (tasks.TASKS draws them); the first is the default
@@ -198,6 +199,13 @@ class ModelConfig:
     mask_guide: int = option(3, "Radius in pixels of the guided filter that aligns the mask's edges with the "
                                 "input's (0 = off, the paper's; 6 suits edits bounded by an object's outline, such "
                                 "as recolouring).", MODEL, low=0, high=MAX_MASK_GUIDE)
+    # ours, optional: the decoder's two ×2 upsamplings as nearest-neighbour resize + 3×3 conv (Odena et
+    # al., Distill 2016) instead of the paper's transposed convs, whose uneven overlap prints a
+    # checkerboard into the content; measured in docs/training.md ("Late mask terms and the decoder").
+    upsample: str = option("transposed", "How the generator's decoder upsamples: transposed (3×3 transposed "
+                                         "convolutions, the paper's and CycleGAN's) or resize (nearest-neighbour "
+                                         "×2, then a 3×3 convolution: the same weights' count, no checkerboard in "
+                                         "the content).", MODEL, choices=UPSAMPLINGS)
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -249,6 +257,13 @@ class TrainConfig:
     lambda_floor: float = option(1.0, "Weight of the attention floor that keeps the mask from collapsing to 0 "
                                  "early in training; fades out over the middle third (0 = off, the paper).",
                                  OBJECTIVE, low=0)
+    # ours, off by default: measured in docs/training.md ("Binary masks late"): near-binary masks and an
+    # untouched background in the typical scene, at a cost in foreground and AUC.
+    lambda_binary: float = option(0.0, "Weight of a binarisation term on the masks for the last quarter of "
+                                  "training: it pulls each mask value to the nearer of 0 and 1, so masks end "
+                                  "near-binary and the typical image's background untouched, at some cost in "
+                                  "foreground (10 is what docs/training.md measured; 0 = off, the paper).",
+                                  OBJECTIVE, low=0)
     cycle_ramp: bool = option(False, "The cycle loss is off while the attention floor holds and ramps in as it "
                               "fades (full weight from two thirds of training on): lets attention form on edits that "
                               "are hard to learn, such as a new texture, at some cost in crispness on easy ones "
@@ -324,18 +339,20 @@ _RETIRED_KEYS = {"extra"}  # written (always empty) by aggan 0.1; dropped when r
 
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """A saved ``train`` section in this version's terms: a run saved before ``cycle_ramp`` existed
-    trained with a constant cycle weight, and one saved before ``own_pairs`` existed with the paper's
-    pairs, whatever today's defaults."""
+    trained with a constant cycle weight, one saved before ``own_pairs`` existed with the paper's pairs,
+    and one saved before ``lambda_binary`` existed without the binarisation term, whatever today's
+    defaults."""
     out = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
     if isinstance(out.get("demo"), bool):  # aggan 0.1 saved demo as true/false
         out["demo"] = DEMO_TASKS[0] if out["demo"] else None
-    return {"cycle_ramp": False, "own_pairs": False, **out}
+    return {"cycle_ramp": False, "own_pairs": False, "lambda_binary": 0.0, **out}
 
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:
     """A saved ``model`` section in this version's terms: a run saved before ``mask_guide`` existed was
-    trained without the filter, whatever today's default."""
-    return {"mask_guide": 0, **data}
+    trained without the filter, and one saved before ``upsample`` existed with transposed convolutions,
+    whatever today's defaults."""
+    return {"mask_guide": 0, "upsample": "transposed", **data}
 
 
 def _upgraded(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class LossWeights:
     lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
     lambda_floor: float = 0.0    # weight of the attention floor (keeps mask logits above floor_logit)
     floor_logit: float = -4.0
+    lambda_binary: float = 0.0   # weight of the binarisation term (pulls each mask value to 0 or 1)
 
 
 def gan_loss(score: Tensor, target_is_real: bool, kind: str) -> Tensor:
@@ -69,6 +70,13 @@ def floor_loss(mask: Tensor, floor_logit: float) -> Tensor:
     return torch.relu(floor_logit - torch.log(m / (1 - m))).mean()
 
 
+def binary_loss(mask: Tensor) -> Tensor:
+    """Mean of min(M, 1 − M), the distance of each mask value to the nearer of 0 and 1: its gradient pulls
+    values above 0.5 up to 1 and values below it down to 0, at the same rate however close they are."""
+    m = mask.float()
+    return torch.minimum(m, 1 - m).mean()
+
+
 def l1(a: Tensor, b: Tensor) -> Tensor:
     return (a.float() - b.float()).abs().mean()
 
@@ -99,9 +107,11 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
             + λ_pixel (|g_ab(x) − x|₁ + |g_ba(y) − y|₁)                      (Eq. 5)
             + λ_tv (TV(M_x) + TV(M_y))                                         (Eq. 7)
             + λ_floor (floor(M_x) + floor(M_y))        (ours, against mask collapse; 0 = the paper)
+            + λ_binary (bin(M_x) + bin(M_y))          (ours, near-binary masks late; off by default)
 
-    The trainer sets the weights for each step (``Trainer.weights_at``): λ_floor fades out over training
-    and, with ``--cycle-ramp`` (ours, off by default), λ_cycle ramps in as it does.
+    The trainer sets the weights for each step (``Trainer.weights_at``): λ_floor fades out over training,
+    λ_binary is on for the last quarter, and, with ``--cycle-ramp`` (ours, off by default), λ_cycle ramps in as
+    λ_floor fades.
 
     The attention-guided terms score the fake pair ``[M_y, G_y]`` (Eq. 3); the gradient flows into
     both the mask and the image.
@@ -129,6 +139,9 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
              + weights.lambda_tv * terms["tv"])
     if weights.lambda_floor:  # ours, against mask collapse (docs/training.md); 0 = the paper
         total = total + weights.lambda_floor * terms["floor"]
+    terms["binary"] = binary_loss(mask_a) + binary_loss(mask_b)
+    if weights.lambda_binary:  # ours, near-binary masks late (docs/training.md); off by default, 0 = the paper
+        total = total + weights.lambda_binary * terms["binary"]
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
     return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)

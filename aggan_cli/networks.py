@@ -119,11 +119,19 @@ class AttentionGenerator(nn.Module):
     instead of across the decoder's quarter-resolution blur. Filtering the logit, not the mask, keeps the
     two sides of an edge apart: the window averages a filter takes on each side stay large and negative
     outside an object, so no halo of partial attention forms there. The filter has no weights.
+
+    ``upsample="resize"`` (ours, optional; ``transposed`` is the paper's): each of ``u128, u64`` is a
+    nearest-neighbour ×2 resize and a 3×3 convolution instead of a stride-2 transposed convolution, whose
+    kernel overlaps unevenly and prints a checkerboard into the content (Odena et al., Distill 2016).
+    Same number of weights.
     """
 
-    def __init__(self, *, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", mask_guide: int = 0) -> None:
+    def __init__(self, *, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", mask_guide: int = 0,
+                 upsample: str = "transposed") -> None:
         super().__init__()
         self.mask_guide = mask_guide
+        if upsample not in ("transposed", "resize"):
+            raise ConfigError(f"unknown upsampling {upsample!r}; use 'transposed' or 'resize'")
         bias = norm == "instance"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True),  # c7s1-64
@@ -133,14 +141,19 @@ class AttentionGenerator(nn.Module):
                        norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
         layers += [ResidualBlock(ngf * 4, norm) for _ in range(n_blocks)]  # R256 × n_blocks
         for mult in (4, 2):  # u128, u64
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                       norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
+            if upsample == "resize":  # ours, optional: no checkerboard (Odena et al. 2016)
+                up: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                                       nn.Conv2d(ngf * mult, ngf * mult // 2, 3, bias=bias)]
+            else:
+                up = [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+            layers += [*up, norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 4, 7)]  # c7s1-4: 1 attention + 3 content channels
         self.net = nn.Sequential(*layers)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> "AttentionGenerator":
-        return cls(ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm, mask_guide=config.mask_guide)
+        return cls(ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm, mask_guide=config.mask_guide,
+                   upsample=config.upsample)
 
     def forward(self, x: Tensor) -> GeneratorOutput:
         h = self.net(x)                       # (B, 4, H, W)

@@ -24,7 +24,8 @@ from .errors import ConfigError, TrainingError
 # `--paper`: the configuration of the paper (§III), one option away from our defaults.
 PAPER_PRESET: dict[str, Any] = {"discriminator": "global", "norm": "batch", "gan_loss": "vanilla",
                                 "lambda_floor": 0.0, "identity_negatives": False, "mask_guide": 0,
-                                "cycle_ramp": False, "own_pairs": False}
+                                "cycle_ramp": False, "own_pairs": False, "lambda_binary": 0.0,
+                                "upsample": "transposed"}
 
 # The demo preset: small enough for a 2-core CPU in under five minutes (docs/training.md has the
 # measurements); every value can still be overridden on the command line.

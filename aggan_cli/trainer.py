@@ -41,6 +41,9 @@ MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
 NONFINITE_PATIENCE = 20
 # The attention floor's weight is full until this fraction of training, then fades to 0 by the second.
 FLOOR_FADE = (1 / 3, 2 / 3)
+# The binarisation term (--lambda-binary) is on from this fraction of training to the end: late, once
+# the mask has found the object (from half-way it cost 1.1 dB more foreground on recolour; docs/training.md).
+BINARY_FROM = 3 / 4
 # Under torchrun, a Ctrl-C or SIGTERM is agreed on by all ranks every this many steps (not every step).
 STOP_CHECK_EVERY = 10
 
@@ -244,7 +247,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN time its algorithms once
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
                                    lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
-                                   lambda_floor=train_config.lambda_floor)
+                                   lambda_floor=train_config.lambda_floor, lambda_binary=0.0)
         fused = fused_adam_supported(self.device)
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]
@@ -271,6 +274,7 @@ class Trainer:
         self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
         self.step = 0
         self.floor_done = False  # the attention floor has faded out for good (see weights_at)
+        self.binary_on = False   # the binarisation term has started, for good (see weights_at)
         self.watch = MaskWatch()
         self.fixed: dict[str, Tensor] | None = None
         self.demo_score: dict[str, float] | None = None
@@ -293,16 +297,21 @@ class Trainer:
         training (while the discriminators learn what tells the domains apart), then fades linearly
         to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0.
         With ``cycle_ramp`` the cycle loss does the opposite: off for the first third, at full weight
-        from two thirds on (docs/training.md). Once the floor has faded out it stays off, and the
-        cycle loss at full weight, also when a resumed run is extended with more steps."""
-        if not (self.weights.lambda_floor or self.tcfg.cycle_ramp):
+        from two thirds on (docs/training.md). The binarisation term (``--lambda-binary``) is off for the
+        first three quarters and at full weight in the last, once the mask has found the object. Once the floor has faded out
+        it stays off, the cycle loss at full weight and the binarisation term on, also when a resumed
+        run is extended with more steps."""
+        if not (self.weights.lambda_floor or self.tcfg.cycle_ramp or self.tcfg.lambda_binary):
             return self.weights
         import dataclasses
 
-        fade = 0.0 if self.floor_done else floor_fade(step / max(1, self.schedule.total_steps))
+        progress = step / max(1, self.schedule.total_steps)
+        fade = 0.0 if self.floor_done else floor_fade(progress)
+        binary = self.binary_on or progress >= BINARY_FROM
         return dataclasses.replace(
             self.weights, lambda_floor=self.tcfg.lambda_floor * fade,
-            lambda_cycle=self.tcfg.lambda_cycle * (1 - fade) if self.tcfg.cycle_ramp else self.tcfg.lambda_cycle)
+            lambda_cycle=self.tcfg.lambda_cycle * (1 - fade) if self.tcfg.cycle_ramp else self.tcfg.lambda_cycle,
+            lambda_binary=self.tcfg.lambda_binary if binary else 0.0)
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -622,6 +631,7 @@ class Trainer:
             "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"])},
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
             "floor_done": self.floor_done or self.step >= FLOOR_FADE[1] * self.schedule.total_steps,
+            "binary_on": self.binary_on or self.step >= BINARY_FROM * self.schedule.total_steps,
         }
         if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
             state["live_g_ab"] = self.model.g_ab.state_dict()
@@ -735,9 +745,11 @@ class Trainer:
                                 f"to train it further, give a --steps (or --epochs) beyond step {self.step}")
         previous_total = int(ckpt.config.get("total_steps") or total)
         self.floor_done = bool(state.get("floor_done", self.step >= FLOOR_FADE[1] * previous_total))
-        if total != previous_total and self.floor_done and self.step < total:
-            kept = ["the attention floor, which had faded out, stays off"] if self.tcfg.lambda_floor else []
-            kept += ["the cycle loss, which had ramped in, stays at full weight"] if self.tcfg.cycle_ramp else []
+        self.binary_on = bool(state.get("binary_on", self.step >= BINARY_FROM * previous_total))
+        if total != previous_total and self.step < total:
+            kept = ["the attention floor, which had faded out, stays off"] if self.tcfg.lambda_floor and self.floor_done else []
+            kept += ["the cycle loss, which had ramped in, stays at full weight"] if self.tcfg.cycle_ramp and self.floor_done else []
+            kept += ["the binarisation term, which had started, stays on"] if self.tcfg.lambda_binary and self.binary_on else []
             if kept:
                 self.reporter.warn(f"extending the run from {previous_total} to {total} steps: {'; '.join(kept)}")
         # The scheduler's lambda reads the (possibly changed) total, and --lr may have been changed on resume:

@@ -124,6 +124,7 @@ TRAIN_VALID = {
     "--seed": ("0", "7"), "--save-every": ("1",), "--sample-every": ("1", "5"), "--log-every": ("1",),
     "--name": ("custom", "spaces in name", "ünï"),
     "--lambda-floor": ("1", "0"), "--paper": ("",), "--no-identity-negatives": ("",), "--channels-last": ("",),
+    "--lambda-binary": ("10", "0"), "--upsample": ("transposed", "resize"),
 }
 TRAIN_BAD = {
     "@folders": ("missing", "none", "one", "file", "broken", "empty"),
@@ -144,7 +145,7 @@ TRAIN_BAD = {
     "--workers": ("-1", "x"),
     "--save-every": ("0", "-2"), "--sample-every": ("0", "x"), "--log-every": ("0", "-1"),
     "--name": ("../outside", "a/b", ".", "..", ""),
-    "--lambda-floor": ("-1", "nan", "x"),
+    "--lambda-floor": ("-1", "nan", "x"), "--lambda-binary": ("-1", "nan", "x"), "--upsample": ("bilinear",),
     "--resume": ("",), "--demo": ("",),
 }
 

@@ -36,7 +36,7 @@ def test_generator_objective_terms_and_gradients(kind):
     model = _model()
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     step = generator_objective(model, x, y, LossWeights(gan_loss=kind))
-    expected = {"gan_ab", "agan_ab", "gan_ba", "agan_ba", "cycle", "pixel", "tv", "floor", "g_total"}
+    expected = {"gan_ab", "agan_ab", "gan_ba", "agan_ba", "cycle", "pixel", "tv", "floor", "binary", "g_total"}
     assert set(step.terms) == expected
     assert all(not t.requires_grad for t in step.terms.values())
     w = LossWeights()
@@ -135,3 +135,26 @@ def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separat
     torch.testing.assert_close(together, separate)
     for g, d_param in zip(grads, (p for d in model.discriminators for p in d.parameters())):
         torch.testing.assert_close(g, d_param.grad)
+
+
+def test_binarisation_term_is_the_distance_to_the_nearer_of_0_and_1_and_pulls_each_value_to_it():
+    from aggan_cli.losses import binary_loss
+
+    m = torch.tensor([0.0, 0.2, 0.75, 1.0], requires_grad=True)
+    loss = binary_loss(m.view(1, 1, 2, 2))
+    assert loss.item() == pytest.approx((0 + 0.2 + 0.25 + 0) / 4)
+    loss.backward()
+    # gradient descent moves 0.2 down to 0 and 0.75 up to 1, at the same rate
+    assert m.grad[1].item() == pytest.approx(0.25) and m.grad[2].item() == pytest.approx(-0.25)
+    binary = torch.tensor([0.0, 1.0, 1.0, 0.0]).view(1, 1, 2, 2)
+    assert binary_loss(binary).item() == 0.0
+
+
+def test_the_binarisation_term_enters_the_generators_total_only_with_its_weight():
+    model = _model()
+    x, y = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        off = generator_objective(model, x, y, LossWeights())
+        on = generator_objective(model, x, y, LossWeights(lambda_binary=3.0))
+    assert off.terms["binary"].item() > 0  # an untrained mask sits near 0.5
+    assert on.total.item() == pytest.approx(off.total.item() + 3.0 * off.terms["binary"].item(), rel=1e-5)

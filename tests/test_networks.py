@@ -116,6 +116,35 @@ def test_a_generator_with_the_mask_guide_keeps_eq1(seeded, hw):
     assert count_parameters(g) == count_parameters(AttentionGenerator(ngf=8, n_blocks=1))  # no weights of its own
 
 
+
+def test_the_resize_decoder_keeps_the_shapes_and_the_weights_count_and_has_no_checkerboard(seeded):
+    """--upsample resize: nearest-neighbour ×2 then a 3×3 conv in place of each transposed conv. Fed a
+    constant feature map, a transposed conv's uneven kernel overlap prints a period-2 pattern; the resize
+    decoder's output is flat away from the border."""
+    from aggan_cli.config import ModelConfig
+
+    g = AttentionGenerator.from_config(ModelConfig(ngf=8, n_blocks=1, upsample="resize"))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert count_parameters(g) == count_parameters(AttentionGenerator(ngf=8, n_blocks=1))
+    x = torch.rand(2, 3, 36, 20) * 2 - 1
+    image, mask, content = g(x)
+    assert image.shape == x.shape and mask.shape == (2, 1, 36, 20)
+    torch.testing.assert_close(image, content * mask + x * (1 - mask), rtol=0, atol=1e-6)
+
+    def decoded(upsample):  # the first upsampling layer (u128) alone, before its norm
+        torch.manual_seed(1)
+        net = AttentionGenerator(ngf=8, n_blocks=0, upsample=upsample).net
+        up = net[10:13] if upsample == "resize" else net[10:11]
+        with torch.no_grad():
+            return up(torch.ones(1, 32, 8, 8))[0, :, 2:-2, 2:-2]  # away from the border
+    flat = decoded("resize")
+    assert flat.shape[-1] == 12
+    assert (flat - flat.mean(dim=(1, 2), keepdim=True)).abs().max() < 1e-5
+    checker = decoded("transposed")
+    assert (checker - checker.mean(dim=(1, 2), keepdim=True)).abs().max() > 1e-3
+    with pytest.raises(Exception, match="upsampling"):
+        AttentionGenerator(ngf=8, n_blocks=0, upsample="bilinear")
+
 @pytest.mark.parametrize("kind", ["global", "patch"])
 @pytest.mark.parametrize("channels", [3, 4])
 def test_discriminators_take_3_and_4_channels(seeded, kind, channels):

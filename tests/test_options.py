@@ -185,6 +185,8 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
     assert saved["model"]["mask_guide"] == 0  # the paper's generator: the mask straight from its sigmoid
     assert saved["train"]["cycle_ramp"] is False  # the cycle loss at its full weight from the first step
     assert saved["train"]["own_pairs"] is False  # real images paired with the mask made for the other domain's
+    assert saved["train"]["lambda_binary"] == 0  # masks left as soft as the objective makes them
+    assert saved["model"]["upsample"] == "transposed"  # the paper's decoder
     # and each stays one option away
     mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
                                 "mixed", *TINY])
@@ -261,3 +263,44 @@ def test_own_pairs_are_on_for_new_runs_kept_on_resume_and_off_for_runs_saved_bef
     saved = json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())
     del saved["train"]["own_pairs"]
     assert TrainConfig.from_dict(saved["train"]).own_pairs is False
+
+
+def test_the_binarisation_term_is_off_unless_asked_and_a_run_keeps_its_weight_on_resume(tmp_path, monkeypatch):
+    """--lambda-binary is opt-in (docs/training.md, "Binary masks late"); a config.json written before the
+    option existed describes a run trained without it and reads as 0, whatever the default becomes."""
+    from aggan_cli.config import TrainConfig
+
+    assert TrainConfig().lambda_binary == 0.0
+    saved = TrainConfig(lambda_binary=10.0).to_dict()
+    del saved["lambda_binary"]
+    assert TrainConfig.from_dict(saved).lambda_binary == 0.0
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--lambda-binary", "10", *TINY])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "runs" / "smile" / "config.json"
+    assert json.loads(config.read_text())["train"]["lambda_binary"] == 10.0
+    resumed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "2", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(config.read_text())["train"]["lambda_binary"] == 10.0
+    negative = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--lambda-binary", "-1", "--name", "neg", *TINY])
+    assert negative.exit_code == 1 and "--lambda-binary must be a number >= 0" in negative.output
+
+
+def test_the_decoder_upsamples_with_transposed_convolutions_unless_told_and_old_runs_read_as_such():
+    from aggan_cli.config import ModelConfig
+
+    assert ModelConfig().upsample == "transposed"
+    saved = ModelConfig(upsample="resize").to_dict()
+    assert ModelConfig.from_dict(saved).upsample == "resize"
+    del saved["upsample"]
+    assert ModelConfig.from_dict(saved).upsample == "transposed"
+
+
+def test_an_unknown_upsampling_is_a_usage_error_naming_the_choices(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--upsample", "bilinear", *TINY])
+    assert result.exit_code == 2
+    assert "bilinear" in result.output and "resize" in result.output
+    assert not (tmp_path / "runs").exists()

@@ -105,6 +105,20 @@ def test_the_cycle_loss_ramps_in_as_the_floor_fades_and_is_constant_without_the_
     assert {constant.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)} == {7.0}
 
 
+
+def test_the_binarisation_term_is_on_for_the_last_quarter_and_stays_on_when_a_run_is_extended(tmp_path):
+    """Off while the mask finds the object, at full weight for the last quarter (docs/training.md); an
+    extended run does not switch it off again, and 0 (the default, the paper) keeps it off throughout."""
+    run = _trainer(tmp_path / "run", steps=12, lambda_binary=4.0)
+    assert [run.weights_at(s).lambda_binary for s in (0, 6, 8, 9, 11)] == [0.0, 0.0, 0.0, 4.0, 4.0]
+    run.fit(stop_at=10)
+    run.save()
+    longer = _trainer(tmp_path / "run", steps=24, resume=True, lambda_binary=4.0)
+    assert longer.weights_at(10).lambda_binary == 4.0  # a fresh 24-step run would not have started it yet
+    assert any("binarisation term" in w and "stays on" in w for w in longer.reporter.warnings)
+    default = _trainer(tmp_path / "default", steps=12)
+    assert {default.weights_at(s).lambda_binary for s in (0, 6, 11)} == {0.0}
+
 def test_at_the_first_step_of_a_ramped_run_the_generators_total_has_no_cycle_term(tmp_path):
     """The schedule is what training uses: at step 0 of a --cycle-ramp run the generators' loss is the
     sum of its other terms; without the ramp it also holds λ_cycle × the cycle loss."""
