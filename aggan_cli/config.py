@@ -201,7 +201,7 @@ class ModelConfig:
                                 "as recolouring).", MODEL, low=0, high=MAX_MASK_GUIDE)
     # ours, optional: the decoder's two ×2 upsamplings as nearest-neighbour resize + 3×3 conv (Odena et
     # al., Distill 2016) instead of the paper's transposed convs, whose uneven overlap prints a
-    # checkerboard into the content; measured in docs/training.md ("Late mask terms and the decoder").
+    # checkerboard into the content; measured in docs/training.md ("Binary masks late").
     upsample: str = option("transposed", "How the generator's decoder upsamples: transposed (3×3 transposed "
                                          "convolutions, the paper's and CycleGAN's) or resize (nearest-neighbour "
                                          "×2, then a 3×3 convolution: the same weights' count, no checkerboard in "

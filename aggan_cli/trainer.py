@@ -298,9 +298,9 @@ class Trainer:
         to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0.
         With ``cycle_ramp`` the cycle loss does the opposite: off for the first third, at full weight
         from two thirds on (docs/training.md). The binarisation term (``--lambda-binary``) is off for the
-        first three quarters and at full weight in the last, once the mask has found the object. Once the floor has faded out
-        it stays off, the cycle loss at full weight and the binarisation term on, also when a resumed
-        run is extended with more steps."""
+        first three quarters and at full weight in the last, once the mask has found the object. Once
+        the floor has faded out it stays off, the cycle loss at full weight and the binarisation term
+        on, also when a resumed run is extended with more steps."""
         if not (self.weights.lambda_floor or self.tcfg.cycle_ramp or self.tcfg.lambda_binary):
             return self.weights
         import dataclasses
