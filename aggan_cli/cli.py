@@ -45,6 +45,11 @@ class DiscriminatorKind(str, Enum):
     global_ = "global"
 
 
+class Upsample(str, Enum):
+    transposed = "transposed"
+    resize = "resize"
+
+
 class Direction(str, Enum):
     a2b = "a2b"
     b2a = "b2a"
@@ -216,6 +221,7 @@ def bench(
     ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
     norm: Annotated[Norm, typer.Option(help="instance or batch.")] = Norm.instance,
     discriminator: Annotated[DiscriminatorKind, typer.Option(help="patch or global.")] = DiscriminatorKind.patch,
+    upsample: Annotated[Optional[Upsample], typer.Option(help="The generator's decoder: transposed or resize \\[default: train's].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step and per forward pass.")] = 1,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.")] = Precision.auto,
@@ -243,7 +249,8 @@ def bench(
         from .bench_cli import run_bench_command
 
         run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
-                          discriminator=discriminator.value, batch_size=batch_size, device=device,
+                          discriminator=discriminator.value, upsample=upsample.value if upsample else None,
+                          batch_size=batch_size, device=device,
                           precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
                           warmup=warmup, only=only.value, seed=seed, as_json=json_, backend=backend.value,
                           threads=threads, photo_size=photo_size)

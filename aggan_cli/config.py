@@ -199,13 +199,13 @@ class ModelConfig:
     mask_guide: int = option(3, "Radius in pixels of the guided filter that aligns the mask's edges with the "
                                 "input's (0 = off, the paper's; 6 suits edits bounded by an object's outline, such "
                                 "as recolouring).", MODEL, low=0, high=MAX_MASK_GUIDE)
-    # ours, optional: the decoder's two ×2 upsamplings as nearest-neighbour resize + 3×3 conv (Odena et
-    # al., Distill 2016) instead of the paper's transposed convs, whose uneven overlap prints a
-    # checkerboard into the content; measured in docs/training.md ("Binary masks late").
-    upsample: str = option("transposed", "How the generator's decoder upsamples: transposed (3×3 transposed "
-                                         "convolutions, the paper's and CycleGAN's) or resize (nearest-neighbour "
-                                         "×2, then a 3×3 convolution: the same weights' count, no checkerboard in "
-                                         "the content).", MODEL, choices=UPSAMPLINGS)
+    # ours: the decoder's two ×2 upsamplings as nearest-neighbour resize + 3×3 conv (Odena et al.,
+    # Distill 2016) instead of the paper's transposed convs, whose uneven overlap prints a checkerboard
+    # into the content; measured in docs/training.md ("The resize decoder").
+    upsample: str = option("resize", "How the generator's decoder upsamples: resize (nearest-neighbour ×2, then "
+                                     "a 3×3 convolution: no checkerboard in the content) or transposed (3×3 "
+                                     "transposed convolutions, the paper's and CycleGAN's; the same weights' "
+                                     "count).", MODEL, choices=UPSAMPLINGS)
 
     def __post_init__(self) -> None:
         _check_fields(self)

@@ -120,7 +120,7 @@ class AttentionGenerator(nn.Module):
     two sides of an edge apart: the window averages a filter takes on each side stay large and negative
     outside an object, so no halo of partial attention forms there. The filter has no weights.
 
-    ``upsample="resize"`` (ours, optional; ``transposed`` is the paper's): each of ``u128, u64`` is a
+    ``upsample="resize"`` (ours, ModelConfig's default; ``transposed`` is the paper's): each of ``u128, u64`` is a
     nearest-neighbour ×2 resize and a 3×3 convolution instead of a stride-2 transposed convolution, whose
     kernel overlaps unevenly and prints a checkerboard into the content (Odena et al., Distill 2016).
     Same number of weights.
@@ -141,7 +141,7 @@ class AttentionGenerator(nn.Module):
                        norm_layer(norm, ngf * mult * 2), nn.ReLU(True)]
         layers += [ResidualBlock(ngf * 4, norm) for _ in range(n_blocks)]  # R256 × n_blocks
         for mult in (4, 2):  # u128, u64
-            if upsample == "resize":  # ours, optional: no checkerboard (Odena et al. 2016)
+            if upsample == "resize":  # ours: no checkerboard (Odena et al. 2016)
                 up: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
                                        nn.Conv2d(ngf * mult, ngf * mult // 2, 3, bias=bias)]
             else:

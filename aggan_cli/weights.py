@@ -80,7 +80,7 @@ REGISTRY: dict[str, Published] = {
             description="Procedural faces, neutral → smiling (aggan train --demo); translates offline",
             domains=("neutral", "smile"),
             image_size=48,
-            sha256="003958d0a0e0bef82804d67255894ac95487bddc13aedfa4c981bb8a8d2af8b2",
+            sha256="5be5eadc386bb8d2ef904fe9c4075a28c82648dbc028c2420d74648367b87662",
             bundled="demo-smile",
         ),
     )

@@ -12,6 +12,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from aggan_cli.cli import app
+from aggan_cli.config import ModelConfig
 from aggan_cli.networks import AttentionGenerator
 
 from test_train import TINY, make_domains
@@ -45,12 +46,22 @@ def bench_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+def test_bench_measures_the_decoder_it_is_told():
+    """--upsample: the resize decoder's two convolutions run at twice the resolution of the transposed
+    ones they replace, so it costs more FLOPs for the same weights; bench measures either."""
+    flops = {kind: bench_json("--upsample", kind, "--only", "inference")["inference"]["flops_per_image"]
+             for kind in ("transposed", "resize")}
+    for kind, counted in flops.items():
+        assert counted == conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1, upsample=kind), 32)
+    assert flops["resize"] > flops["transposed"]
+
+
 def test_bench_json_reports_both_phases_against_the_ceiling():
     data = bench_json("--batch-size", "2")
     assert data["precision"] == "fp32" and data["batch_size"] == 2 and data["device"].startswith("cpu")
     inference, train = data["inference"], data["train"]
-    expected = conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1), 32)
-    assert inference["flops_per_image"] == expected  # per image, although the batch held two
+    expected = conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1, upsample=ModelConfig().upsample), 32)
+    assert inference["flops_per_image"] == expected  # per image, although the batch held two; train's decoder
     # a step: four generator passes forward and back, plus the discriminators
     assert train["flops_per_image"] > 8 * expected
     for phase in (inference, train):

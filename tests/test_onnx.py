@@ -487,6 +487,7 @@ BENCH_TINY = ["bench", "--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf",
 def test_bench_times_the_exported_network_on_onnxruntime():
     from test_bench import conv_flops_per_image
 
+    from aggan_cli.config import ModelConfig
     from aggan_cli.networks import AttentionGenerator
 
     result = aggan(*BENCH_TINY, "--backend", "onnxruntime", "--threads", "1")
@@ -494,7 +495,8 @@ def test_bench_times_the_exported_network_on_onnxruntime():
     data = json.loads(result.stdout)
     assert data["backend"] == "onnxruntime" and data["threads"] == 1 and data["train"] is None
     inference = data["inference"]
-    assert inference["flops_per_image"] == conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1), 32)
+    expected = conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1, upsample=ModelConfig().upsample), 32)
+    assert inference["flops_per_image"] == expected
     assert 0 < inference["seconds"]["min"] <= inference["seconds"]["max"]
     assert_one_line_error(aggan(*BENCH_TINY, "--backend", "onnxruntime", "--only", "train"), "inference only")
 
