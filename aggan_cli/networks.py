@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import UPSAMPLINGS, ModelConfig
 from .errors import ConfigError
 
 
@@ -130,7 +130,7 @@ class AttentionGenerator(nn.Module):
                  upsample: str = "transposed") -> None:
         super().__init__()
         self.mask_guide = mask_guide
-        if upsample not in ("transposed", "resize"):
+        if upsample not in UPSAMPLINGS:
             raise ConfigError(f"unknown upsampling {upsample!r}; use 'transposed' or 'resize'")
         bias = norm == "instance"
         layers: list[nn.Module] = [
