@@ -314,7 +314,25 @@ def save_run(
 def _serialise(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
     from safetensors.torch import save
 
-    return save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
+    return canonical_header(data)
+
+
+def canonical_header(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its header's metadata keys in sorted order.
+
+    safetensors writes the metadata from a hash map, in an order that changes from one call to the next,
+    so the same weights saved twice would differ in a few header bytes, and a retrained checkpoint
+    would not match a published sha256. The header is rewritten as compact JSON with the same tensor
+    entries in the same order, padded with spaces to a multiple of 8 bytes as safetensors pads it; the
+    tensor bytes after it are untouched (their offsets count from the end of the header)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def write_durably(path: Path, data: bytes) -> None:

@@ -57,6 +57,38 @@ def test_training_state_round_trip_without_pickle(tmp_path):
     assert unflatten_state(json.loads(json.dumps(skeleton)), tensors)["step"] == 7
 
 
+def test_the_same_weights_saved_twice_are_the_same_bytes(tmp_path):
+    """safetensors writes header metadata in hash-map order, which changes from call to call; the saved
+    files must not, so that a retrained checkpoint can match a published sha256."""
+    from safetensors import safe_open
+
+    from aggan_cli.checkpoint import _serialise
+
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.float16)}
+    metadata = {key: f"value of {key}: \"quoted\", ünïcode, \n" for key in "hgfedcba"}
+    first = _serialise(tensors, metadata)
+    assert all(_serialise(tensors, dict(reversed(metadata.items()))) == first for _ in range(5))
+    assert int.from_bytes(first[:8], "little") % 8 == 0  # the header stays padded as safetensors pads it
+    (tmp_path / "w.safetensors").write_bytes(first)
+    with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as f:
+        assert f.metadata() == metadata
+        assert torch.equal(f.get_tensor("b"), tensors["b"]) and torch.equal(f.get_tensor("a"), tensors["a"])
+    state = {"step": 7, "pool": [torch.zeros(1, 3, 2, 2)], "betas": (0.5, 0.9)}
+    runs = [save_run(tmp_path / f"run{i}", model_config=CFG, g_ab=_saved(tmp_path)[0].g_ab,
+                     g_ba=_saved(tmp_path)[0].g_ba, step=7, training_state=state) for i in range(3)]
+    for name in ("model.safetensors", "training-state.safetensors"):
+        assert len({(run / name).read_bytes() for run in runs}) == 1, name
+
+
+def test_the_bundled_checkpoint_is_saved_as_a_retrained_one_would_be():
+    from importlib.resources import files
+
+    from aggan_cli.checkpoint import canonical_header
+
+    data = (files("aggan_cli") / "bundled" / "demo-smile" / "model.safetensors").read_bytes()
+    assert canonical_header(data) == data
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
 def test_damaged_weights_raise_a_clear_error(tmp_path, damage):
     _, run = _saved(tmp_path)
