@@ -636,6 +636,7 @@ class Trainer:
         if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
             state["live_g_ab"] = self.model.g_ab.state_dict()
             state["live_g_ba"] = self.model.g_ba.state_dict()
+            state["ema_updates"] = {name: average.updates for name, average in self.ema.items()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -786,6 +787,8 @@ class Trainer:
                 self.ema[name].reset(live)
             else:
                 load_state_dict_strict(self.ema[name].network, ckpt.generators, name, ckpt.weights_path)
+                # saved before the average was bias-corrected: it has run since step 0
+                self.ema[name].updates = int(state.get("ema_updates", {}).get(name, state["step"]))
         saved_with_ema = "live_g_ab" in state
         if saved_with_ema and not self.ema:
             self.reporter.warn(f"{self.run_dir} was trained with --ema; resuming without it, training goes on from "

@@ -80,7 +80,7 @@ REGISTRY: dict[str, Published] = {
             description="Procedural faces, neutral → smiling (aggan train --demo); translates offline",
             domains=("neutral", "smile"),
             image_size=48,
-            sha256="5be5eadc386bb8d2ef904fe9c4075a28c82648dbc028c2420d74648367b87662",
+            sha256="2c400ed9d21277eb7b7a13a5a17448a301b89aff4948fcd809a4413ee38be62d",
             bundled="demo-smile",
         ),
     )

@@ -75,6 +75,24 @@ def test_resuming_a_run_with_ema_starts_the_average_from_the_live_weights(tmp_pa
     assert any("starts now" in w for w in second.reporter.warnings)
     second.fit()
     assert second.step == 8
+    assert second.ema["g_ab"].updates == 4  # counted from the resume, not from step 0
+
+
+def test_an_average_started_on_resume_counts_its_updates_across_a_second_resume(tmp_path):
+    """The bias correction's update count is saved: a run whose average began at a resume, resumed
+    again, averages exactly as one that went on without the second stop."""
+    for name in ("straight", "split"):
+        _trainer(tmp_path / name).fit(stop_at=2)
+    straight = _trainer(tmp_path / "straight", resume=True, ema=0.5)
+    straight.fit()
+    first = _trainer(tmp_path / "split", resume=True, ema=0.5)
+    first.fit(stop_at=5)
+    second = _trainer(tmp_path / "split", resume=True, ema=0.5)
+    assert second.ema["g_ab"].updates == 3
+    second.fit()
+    assert second.ema["g_ab"].updates == straight.ema["g_ab"].updates == 6
+    for (key, a), b in zip(straight.ema["g_ab"].network.state_dict().items(), second.ema["g_ab"].network.state_dict().values()):
+        assert torch.equal(a, b), key
 
 
 def test_extending_a_finished_run_keeps_the_faded_floor_off_the_cycle_on_and_says_what_the_learning_rate_does(tmp_path):

@@ -23,6 +23,7 @@ def _batchnorm_net() -> nn.Module:
 def test_weight_average_covers_parameters_and_batchnorm_statistics():
     live = _batchnorm_net()
     average = WeightAverage(live, decay=0.75)
+    average.update(live)  # the first update copies: the average of one set of weights is that set
     before = {k: v.clone() for k, v in average.network.state_dict().items()}
     live(torch.randn(2, 3, 8, 8))  # a training-mode pass moves BatchNorm's running statistics
     with torch.no_grad():
@@ -31,11 +32,32 @@ def test_weight_average_covers_parameters_and_batchnorm_statistics():
     average.update(live)
     now, current = average.network.state_dict(), live.state_dict()
     for key, value in now.items():
-        if value.is_floating_point():
-            torch.testing.assert_close(value, 0.75 * before[key] + 0.25 * current[key])  # running_mean/var too
+        if value.is_floating_point():  # running_mean/var too; bias-corrected weight (1 − d) / (1 − d²) = 4/7
+            torch.testing.assert_close(value, 3 / 7 * before[key] + 4 / 7 * current[key])
         else:
             assert torch.equal(value, current[key]), key  # num_batches_tracked is copied
     assert not torch.equal(now["1.running_mean"], before["1.running_mean"])
+
+
+def test_weight_average_keeps_none_of_the_initial_weights():
+    """Bias-corrected: after t updates the average is Σ d^(t−i)(1 − d) wᵢ / (1 − dᵗ) over the weights it
+    saw, with no share left for the weights it was built from (uncorrected, 0.999 keeps 99.7% of them
+    after three updates, 13.5% after 2,000)."""
+    live = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        live.weight.fill_(100.0)  # the random initialisation
+    decay, seen = 0.999, [1.0, 2.0, 4.0]
+    average = WeightAverage(live, decay=decay)
+    for value in seen:
+        with torch.no_grad():
+            live.weight.fill_(value)
+        average.update(live)
+    t = len(seen)
+    expected = sum(decay ** (t - i) * (1 - decay) * w for i, w in enumerate(seen, 1)) / (1 - decay ** t)
+    assert average.updates == t
+    assert abs(average.network.weight.item() - expected) < 1e-4 and 2.3 < expected < 2.4
+    average.reset(live)
+    assert average.updates == 0
 
 
 def test_weight_average_stays_in_eval_mode_and_a_forward_pass_changes_nothing():
