@@ -131,7 +131,7 @@ class AttentionGenerator(nn.Module):
         super().__init__()
         self.mask_guide = mask_guide
         if upsample not in UPSAMPLINGS:
-            raise ConfigError(f"unknown upsampling {upsample!r}; use 'transposed' or 'resize'")
+            raise ConfigError(f"unknown upsampling {upsample!r}; use " + " or ".join(map(repr, UPSAMPLINGS)))
         bias = norm == "instance"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True),  # c7s1-64

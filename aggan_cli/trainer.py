@@ -787,7 +787,7 @@ class Trainer:
                 self.ema[name].reset(live)
             else:
                 load_state_dict_strict(self.ema[name].network, ckpt.generators, name, ckpt.weights_path)
-                # saved before the average was bias-corrected: it has run since step 0
+                # the updates it has averaged; a state saved before they were counted has averaged since step 0
                 self.ema[name].updates = int(state.get("ema_updates", {}).get(name, state["step"]))
         saved_with_ema = "live_g_ab" in state
         if saved_with_ema and not self.ema:
