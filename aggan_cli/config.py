@@ -255,7 +255,8 @@ class TrainConfig:
     # training, and identity negatives: each discriminator also sees the *other* domain's real
     # images as fakes, so "output = input" is penalised from the first step.
     lambda_floor: float = option(1.0, "Weight of the attention floor that keeps the mask from collapsing to 0 "
-                                 "early in training; fades out over the middle third (0 = off, the paper).",
+                                 "early in training; fades out over the middle third, or, if the masks are still "
+                                 "shut at a third, over a third of training from when they open (0 = off, the paper).",
                                  OBJECTIVE, low=0)
     # ours, off by default: measured in docs/training.md ("Binary masks late"): near-binary masks and an
     # untouched background in the typical scene, at a cost in foreground and AUC.
@@ -265,9 +266,10 @@ class TrainConfig:
                                   "foreground (10 is what docs/training.md measured; 0 = off, the paper).",
                                   OBJECTIVE, low=0)
     cycle_ramp: bool = option(False, "The cycle loss is off while the attention floor holds and ramps in as it "
-                              "fades (full weight from two thirds of training on): lets attention form on edits that "
-                              "are hard to learn, such as a new texture, at some cost in crispness on easy ones "
-                              "(docs/training.md). Off = the paper's constant weight.", OBJECTIVE)
+                              "fades (full weight from two thirds of training on, later if the masks open late): "
+                              "lets attention form on edits that are hard to learn, such as a new texture, at some "
+                              "cost in crispness on easy ones (docs/training.md). Off = the paper's constant weight.",
+                              OBJECTIVE)
     identity_negatives: bool = option(True, "Discriminators also see the other domain's real images as fakes, so "
                                       "output = input is penalised (off = the paper).", OBJECTIVE)
     own_pairs: bool = option(True, "The attention discriminators judge each real image together with the mask the "

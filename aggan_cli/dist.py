@@ -104,6 +104,17 @@ def state_digest(tensors: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
+def mean_over_ranks(tensor):
+    """The element-wise mean of ``tensor`` over all ranks (itself when not distributed)."""
+    import torch.distributed as td
+
+    if not (td.is_available() and td.is_initialized()):
+        return tensor
+    tensor = tensor.clone()
+    td.all_reduce(tensor, op=td.ReduceOp.SUM)
+    return tensor / td.get_world_size()
+
+
 def any_rank(flag: bool, device) -> bool:
     """True on every rank when ``flag`` is true on any (so all ranks stop at the same step)."""
     import torch

@@ -39,8 +39,16 @@ from .scoring import json_number
 MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
 # An update whose loss is NaN or Inf is skipped; this many such steps in a row stop training.
 NONFINITE_PATIENCE = 20
-# The attention floor's weight is full until this fraction of training, then fades to 0 by the second.
+# The attention floor's weight is full until this fraction of training, then fades to 0 by the second,
+# provided the masks have opened by then; if not, it stays at full weight until they open and then fades
+# over the same share of training (FLOOR_FADE[1] - FLOOR_FADE[0]) from there (Trainer._watch_floor).
 FLOOR_FADE = (1 / 3, 2 / 3)
+# A mask has opened when at least FLOOR_OPEN[1] of its values are above FLOOR_OPEN[0], in a running average
+# over the last ~1/(1 - FLOOR_OPEN_DECAY) steps. A mask held at the floor sits near 0.02 everywhere (none
+# above 0.1); one on an object has 5-15% of its values above 0.1 on the built-in tasks.
+FLOOR_OPEN, FLOOR_OPEN_DECAY = (0.1, 0.01), 0.95
+# While the masks are closed past FLOOR_FADE[0], they are looked at every this many steps (a host sync).
+FLOOR_CHECK_EVERY = 10
 # The binarisation term (--lambda-binary) is on from this fraction of training to the end: late, once
 # the mask has found the object (from half-way it cost 1.1 dB more foreground on recolour; docs/training.md).
 BINARY_FROM = 3 / 4
@@ -48,9 +56,10 @@ BINARY_FROM = 3 / 4
 STOP_CHECK_EVERY = 10
 
 
-def floor_fade(progress: float) -> float:
-    """The attention floor's share of its weight at ``progress`` (0 = start, 1 = end of training)."""
-    return min(1.0, max(0.0, (FLOOR_FADE[1] - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
+def floor_fade(progress: float, end: float = FLOOR_FADE[1]) -> float:
+    """The attention floor's share of its weight at ``progress`` (0 = start, 1 = end of training) when it
+    has faded out by ``end``: full until ``end`` minus the fade's span, then falling linearly to 0."""
+    return min(1.0, max(0.0, (end - progress) / (FLOOR_FADE[1] - FLOOR_FADE[0])))
 
 
 class Reporter(Protocol):
@@ -274,6 +283,11 @@ class Trainer:
         self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
         self.step = 0
         self.floor_done = False  # the attention floor has faded out for good (see weights_at)
+        # The fraction of training by which the floor has faded out: set once the masks have opened
+        # (_watch_floor), at once to the fixed schedule's when there is no floor to hold.
+        self.floor_end: float | None = None if train_config.lambda_floor else FLOOR_FADE[1]
+        self.open_share = torch.zeros(2, device=self.device)  # running share of mask values above FLOOR_OPEN[0]
+        self.open_updates = 0
         self.binary_on = False   # the binarisation term has started, for good (see weights_at)
         self.watch = MaskWatch()
         self.fixed: dict[str, Tensor] | None = None
@@ -296,17 +310,22 @@ class Trainer:
         """The loss weights for ``step``. The attention floor is at full weight for the first third of
         training (while the discriminators learn what tells the domains apart), then fades linearly
         to zero by two thirds, so that in the last third unattended pixels settle at a mask of ~0.
-        With ``cycle_ramp`` the cycle loss does the opposite: off for the first third, at full weight
-        from two thirds on (docs/training.md). The binarisation term (``--lambda-binary``) is off for the
-        first three quarters and at full weight in the last, once the mask has found the object. Once
-        the floor has faded out it stays off, the cycle loss at full weight and the binarisation term
-        on, also when a resumed run is extended with more steps."""
+        If the masks have not opened by a third, the floor stays at full weight until they do, and
+        fades over the next third of training from there (``floor_end``, set by ``_watch_floor``).
+        With ``cycle_ramp`` the cycle loss does the opposite: off while the floor is at full weight,
+        at full weight once it has faded (docs/training.md). The binarisation term (``--lambda-binary``)
+        is off for the first three quarters and at full weight in the last, once the mask has found the
+        object. Once the floor has faded out it stays off, the cycle loss at full weight and the
+        binarisation term on, also when a resumed run is extended with more steps."""
         if not (self.weights.lambda_floor or self.tcfg.cycle_ramp or self.tcfg.lambda_binary):
             return self.weights
         import dataclasses
 
         progress = step / max(1, self.schedule.total_steps)
-        fade = 0.0 if self.floor_done else floor_fade(progress)
+        if self.floor_done:
+            fade = 0.0
+        else:
+            fade = 1.0 if self.floor_end is None else floor_fade(progress, self.floor_end)
         binary = self.binary_on or progress >= BINARY_FROM
         return dataclasses.replace(
             self.weights, lambda_floor=self.tcfg.lambda_floor * fade,
@@ -338,6 +357,7 @@ class Trainer:
         model = self.model
         # 1. generators, with the discriminators frozen so no D weight gradient is computed
         self._set_requires_grad(model.discriminators, False)
+        self._watch_floor()
         _unwrap_loss(self.g_loss).weights = self.weights_at(self.step)
         with autocast(self.device, self.amp_dtype):
             g = self.g_loss(x, y)
@@ -371,7 +391,46 @@ class Trainer:
         terms["mask_ab_frac"] = (mask_b > 0.5).float().mean()
         terms["mask_ba_mean"] = mask_a.float().mean()
         terms["mask_ba_frac"] = (mask_a > 0.5).float().mean()
+        if self.floor_end is None:  # the floor waits for the masks to open: a running share, on the device
+            share = torch.stack([(mask_b > FLOOR_OPEN[0]).float().mean(), (mask_a > FLOOR_OPEN[0]).float().mean()])
+            self.open_share.mul_(FLOOR_OPEN_DECAY).add_(share, alpha=1 - FLOOR_OPEN_DECAY)
+            self.open_updates += 1
         return terms
+
+    def _watch_floor(self) -> None:
+        """From a third of training on, until the masks have opened: set ``floor_end`` once both are
+        open. Open at the first step past a third: the fixed schedule (fade by two thirds). Open
+        later, at step s: a fade over the same share of training from s. Looked at every
+        FLOOR_CHECK_EVERY steps, at the same steps on every rank (the share is averaged over them)."""
+        if self.floor_end is not None or self.floor_done:
+            return
+        total = max(1, self.schedule.total_steps)
+        progress = self.step / total
+        if progress < FLOOR_FADE[0]:
+            return
+        first = (self.step - 1) / total < FLOOR_FADE[0]  # the first step past a third
+        if not first and self.step % FLOOR_CHECK_EVERY:
+            return
+        share = self.open_share / (1 - FLOOR_OPEN_DECAY ** max(1, self.open_updates))  # bias-corrected
+        if self.world > 1:
+            from .dist import mean_over_ranks
+
+            share = mean_over_ranks(share)
+        if float(share.min()) >= FLOOR_OPEN[1]:
+            self.floor_end = FLOOR_FADE[1] if first else progress + FLOOR_FADE[1] - FLOOR_FADE[0]
+
+    def floor_warning(self) -> str | None:
+        """What to say at the end of a run whose masks never opened (the floor was held throughout)."""
+        if self.floor_end is not None or self.floor_done or self.step < self.schedule.total_steps:
+            return None
+        share = (self.open_share / (1 - FLOOR_OPEN_DECAY ** max(1, self.open_updates))).tolist()
+        directions = [f"{a}→{b}" for a, b in (self.domains, self.domains[::-1])]
+        # the decision averaged the share over all ranks; this rank's own may be above the line
+        closed = [d for d, value in zip(directions, share) if value < FLOOR_OPEN[1]] or directions
+        return (f"the attention mask{'s' if len(closed) > 1 else ''} {' and '.join(closed)} never opened (fewer than "
+                f"{FLOOR_OPEN[1]:.0%} of mask values above {FLOOR_OPEN[0]}), so the attention floor was held to the "
+                "end and the output is close to the input everywhere. Train longer (--steps, or --resume with more "
+                "--steps) or with a larger --batch-size; docs/training.md has what helps for hard edits")
 
     # -- numerical faults --------------------------------------------------------------------
 
@@ -506,6 +565,8 @@ class Trainer:
                 if self.step % t.save_every and self.step != end:
                     self.save()
                 break
+        if self.tcfg.lambda_floor and self.step > start_step and (warning := self.floor_warning()):
+            self.reporter.warn(warning)
         elapsed = time.perf_counter() - started
         return {"steps": self.step - start_step, "step": self.step, "seconds": elapsed, "run_dir": str(self.run_dir),
                 "total_steps": self.schedule.total_steps}
@@ -630,7 +691,10 @@ class Trainer:
             "scaler": self.scaler.state_dict(),  # empty unless fp16
             "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"])},
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
-            "floor_done": self.floor_done or self.step >= FLOOR_FADE[1] * self.schedule.total_steps,
+            "floor_done": self.floor_done or (self.floor_end is not None
+                                              and self.step >= self.floor_end * self.schedule.total_steps),
+            "floor_end": self.floor_end, "open_share": self.open_share.detach().cpu(),
+            "open_updates": self.open_updates,
             "binary_on": self.binary_on or self.step >= BINARY_FROM * self.schedule.total_steps,
         }
         if self.ema:  # model.safetensors then holds the averages; the live generators are kept here
@@ -746,6 +810,12 @@ class Trainer:
                                 f"to train it further, give a --steps (or --epochs) beyond step {self.step}")
         previous_total = int(ckpt.config.get("total_steps") or total)
         self.floor_done = bool(state.get("floor_done", self.step >= FLOOR_FADE[1] * previous_total))
+        if "floor_end" in state:
+            self.floor_end = state["floor_end"] if self.tcfg.lambda_floor else FLOOR_FADE[1]
+            self.open_share = state["open_share"].to(self.device)
+            self.open_updates = int(state["open_updates"])
+        else:  # saved before the floor waited for the masks: its fixed schedule
+            self.floor_end = FLOOR_FADE[1]
         self.binary_on = bool(state.get("binary_on", self.step >= BINARY_FROM * previous_total))
         if total != previous_total and self.step < total:
             kept = ["the attention floor, which had faded out, stays off"] if self.tcfg.lambda_floor and self.floor_done else []

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from aggan_cli.checkpoint import load_generators
 from aggan_cli.cli import app
+from aggan_cli.trainer import FLOOR_CHECK_EVERY, FLOOR_FADE, Trainer
 
 from outcomes import assert_one_line_error
 from test_train import TINY, _trainer, make_domains
@@ -117,11 +118,84 @@ def test_the_cycle_loss_ramps_in_as_the_floor_fades_and_is_constant_without_the_
     """Off for the first third, half at the middle, full from two thirds on: the mirror image of the
     floor's fade, also with the floor switched off; without --cycle-ramp (the default) it is constant."""
     ramped = _trainer(tmp_path / "ramped", steps=12, lambda_floor=lambda_floor, cycle_ramp=True)
+    ramped.fit(stop_at=5)  # past a third, with a fresh model's masks (open): the fixed schedule
+    assert ramped.floor_end == FLOOR_FADE[1]
     assert [ramped.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)] == pytest.approx([0, 0, 5, 10, 10])
     assert [ramped.weights_at(s).lambda_floor for s in (0, 6, 8)] == pytest.approx([lambda_floor, lambda_floor / 2, 0])
     constant = _trainer(tmp_path / "constant", steps=12, lambda_floor=lambda_floor, lambda_cycle=7.0)
     assert {constant.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)} == {7.0}
 
+
+
+def _set_masks(trainer, logit: float) -> None:
+    """Both generators' masks shut (a very negative logit everywhere) or open, through the bias of the
+    mask's channel in their last layer."""
+    with torch.no_grad():
+        for g in (trainer.model.g_ab, trainer.model.g_ba):
+            g.net[-1].bias[0] = logit
+
+
+def test_the_floor_is_held_while_the_masks_are_closed_and_fades_over_a_third_once_they_open(tmp_path):
+    """Masks still shut at a third of training keep the floor (and a ramped cycle loss off); when they
+    open, the floor fades over a third of training from there; a run whose masks never opened says so."""
+    run = _trainer(tmp_path / "late", steps=30, cycle_ramp=True)
+    _set_masks(run, -12.0)  # far below the floor's logit (-4): it cannot pull them above 0.1 in 30 steps
+    run.fit(stop_at=15)
+    assert run.floor_end is None and run.open_updates == 15
+    assert run.weights_at(15).lambda_floor == 1.0 and run.weights_at(29).lambda_floor == 1.0
+    assert run.weights_at(15).lambda_cycle == 0.0
+    _set_masks(run, 3.0)  # open: every value about 0.95
+    run.fit(stop_at=2 * FLOOR_CHECK_EVERY + 1)  # the next look is at step 20
+    assert run.floor_end == pytest.approx(20 / 30 + FLOOR_FADE[1] - FLOOR_FADE[0])
+    assert run.open_updates == 20  # no longer counted once open
+    assert [run.weights_at(s).lambda_floor for s in (20, 25, 29)] == pytest.approx([1.0, 0.5, 0.1])
+    assert [run.weights_at(s).lambda_cycle for s in (20, 25, 29)] == pytest.approx([0.0, 5.0, 9.0])
+    assert not any("never opened" in w for w in run.reporter.warnings)
+
+    shut = _trainer(tmp_path / "shut", steps=12)
+    _set_masks(shut, -12.0)
+    shut.fit()
+    assert shut.floor_end is None and shut.weights_at(11).lambda_floor == 1.0
+    warning = [w for w in shut.reporter.warnings if "never opened" in w]
+    assert len(warning) == 1 and "neutral→smile and smile→neutral" in warning[0] and "--steps" in warning[0], shut.reporter.warnings
+    paper = _trainer(tmp_path / "paper", steps=12, lambda_floor=0.0, cycle_ramp=True)
+    _set_masks(paper, -12.0)
+    paper.fit()  # no floor to hold: the ramp keeps its fixed schedule, and nothing is said
+    assert paper.floor_end == FLOOR_FADE[1] and paper.weights_at(11).lambda_cycle == 10.0
+    assert not any("never opened" in w for w in paper.reporter.warnings)
+
+
+def test_a_floor_still_waiting_for_the_masks_resumes_exactly(tmp_path):
+    """Stopped past a third with the masks shut, then resumed: the running share of open mask values
+    and its count come back, so the run goes on as if it had not stopped."""
+    straight = _trainer(tmp_path / "straight", steps=30)
+    split = _trainer(tmp_path / "split", steps=30)
+    for run in (straight, split):
+        _set_masks(run, -12.0)
+    straight.fit(stop_at=25)
+    split.fit(stop_at=12)
+    split.save()
+    resumed = _trainer(tmp_path / "split", steps=30, resume=True)
+    assert resumed.floor_end is None and resumed.open_updates == 12
+    assert torch.equal(resumed.open_share, split.open_share)
+    resumed.fit(stop_at=25)
+    assert resumed.open_updates == straight.open_updates == 25
+    assert torch.equal(resumed.open_share, straight.open_share)
+    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_a_run_saved_before_the_floor_waited_for_the_masks_resumes_with_the_fixed_schedule(tmp_path, monkeypatch):
+    new_keys = ("floor_end", "open_share", "open_updates")
+    saving = Trainer.training_state
+    monkeypatch.setattr(Trainer, "training_state", lambda self: {k: v for k, v in saving(self).items() if k not in new_keys})
+    old = _trainer(tmp_path / "old", steps=30)
+    _set_masks(old, -12.0)  # shut: this version would hold the floor
+    old.fit(stop_at=6)
+    monkeypatch.undo()
+    resumed = _trainer(tmp_path / "old", steps=30, resume=True)
+    assert resumed.floor_end == FLOOR_FADE[1]
+    assert [resumed.weights_at(s).lambda_floor for s in (6, 15, 20)] == pytest.approx([1.0, 0.5, 0.0])
 
 
 def test_the_binarisation_term_is_on_for_the_last_quarter_and_stays_on_when_a_run_is_extended(tmp_path):
