@@ -126,7 +126,6 @@ def test_the_cycle_loss_ramps_in_as_the_floor_fades_and_is_constant_without_the_
     assert {constant.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)} == {7.0}
 
 
-
 def _set_masks(trainer, logit: float) -> None:
     """Both generators' masks shut (a very negative logit everywhere) or open, through the bias of the
     mask's channel in their last layer."""
@@ -157,7 +156,8 @@ def test_the_floor_is_held_while_the_masks_are_closed_and_fades_over_a_third_onc
     shut.fit()
     assert shut.floor_end is None and shut.weights_at(11).lambda_floor == 1.0
     warning = [w for w in shut.reporter.warnings if "never opened" in w]
-    assert len(warning) == 1 and "neutral→smile and smile→neutral" in warning[0] and "--steps" in warning[0], shut.reporter.warnings
+    assert len(warning) == 1, shut.reporter.warnings
+    assert "neutral→smile and smile→neutral" in warning[0] and "--steps" in warning[0]
     paper = _trainer(tmp_path / "paper", steps=12, lambda_floor=0.0, cycle_ramp=True)
     _set_masks(paper, -12.0)
     paper.fit()  # no floor to hold: the ramp keeps its fixed schedule, and nothing is said
@@ -186,9 +186,12 @@ def test_a_floor_still_waiting_for_the_masks_resumes_exactly(tmp_path):
 
 
 def test_a_run_saved_before_the_floor_waited_for_the_masks_resumes_with_the_fixed_schedule(tmp_path, monkeypatch):
+    """A training state without the floor's new keys is from a version whose floor faded from a third to
+    two thirds whatever the masks did: it goes on that way, masks shut or not."""
     new_keys = ("floor_end", "open_share", "open_updates")
     saving = Trainer.training_state
-    monkeypatch.setattr(Trainer, "training_state", lambda self: {k: v for k, v in saving(self).items() if k not in new_keys})
+    monkeypatch.setattr(Trainer, "training_state",
+                        lambda self: {k: v for k, v in saving(self).items() if k not in new_keys})
     old = _trainer(tmp_path / "old", steps=30)
     _set_masks(old, -12.0)  # shut: this version would hold the floor
     old.fit(stop_at=6)
