@@ -411,7 +411,7 @@ class Trainer:
         first = (self.step - 1) / total < FLOOR_FADE[0]  # the first step past a third
         if not first and self.step % FLOOR_CHECK_EVERY:
             return
-        share = self.open_share / (1 - FLOOR_OPEN_DECAY ** max(1, self.open_updates))  # bias-corrected
+        share = self._open_share()
         if self.world > 1:
             from .dist import mean_over_ranks
 
@@ -419,11 +419,15 @@ class Trainer:
         if float(share.min()) >= FLOOR_OPEN[1]:
             self.floor_end = FLOOR_FADE[1] if first else progress + FLOOR_FADE[1] - FLOOR_FADE[0]
 
+    def _open_share(self) -> Tensor:
+        """Each mask's running share of values above FLOOR_OPEN[0] (a→b, b→a), bias-corrected for its start at 0."""
+        return self.open_share / (1 - FLOOR_OPEN_DECAY ** max(1, self.open_updates))
+
     def floor_warning(self) -> str | None:
         """What to say at the end of a run whose masks never opened (the floor was held throughout)."""
         if self.floor_end is not None or self.floor_done or self.step < self.schedule.total_steps:
             return None
-        share = (self.open_share / (1 - FLOOR_OPEN_DECAY ** max(1, self.open_updates))).tolist()
+        share = self._open_share().tolist()
         directions = [f"{a}→{b}" for a, b in (self.domains, self.domains[::-1])]
         # the decision averaged the share over all ranks; this rank's own may be above the line
         closed = [d for d, value in zip(directions, share) if value < FLOOR_OPEN[1]] or directions
@@ -565,7 +569,7 @@ class Trainer:
                 if self.step % t.save_every and self.step != end:
                     self.save()
                 break
-        if self.tcfg.lambda_floor and self.step > start_step and (warning := self.floor_warning()):
+        if self.step > start_step and (warning := self.floor_warning()):  # None without a floor (floor_end set)
             self.reporter.warn(warning)
         elapsed = time.perf_counter() - started
         return {"steps": self.step - start_step, "step": self.step, "seconds": elapsed, "run_dir": str(self.run_dir),
