@@ -16,7 +16,8 @@ from .config import ModelConfig
 def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str, discriminator: str,
                       batch_size: int, device: str, precision: str, compile: bool, channels_last: bool | None,
                       repeats: int, warmup: int, only: str, seed: int, as_json: bool, backend: str = "torch",
-                      threads: int | None = None, photo_size: int = 1024, upsample: str | None = None) -> None:
+                      threads: int | None = None, photo_size: int = 1024, upsample: str | None = None,
+                      d_layers: int = 3) -> None:
     from rich.console import Console
 
     from .errors import ConfigError
@@ -25,11 +26,12 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
     if size > MAX_SIZE:  # checked before anything is allocated: --size 100000 would exhaust memory first
         raise ConfigError(f"--size must be at most {MAX_SIZE} pixels, got {size}")
     model = ModelConfig(ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm, discriminator=discriminator, image_size=size,
+                        d_layers=d_layers,
                         **({"upsample": upsample} if upsample else {}))  # None: the decoder train builds
     what = f"startup on a {photo_size}-px photo, " if only == "startup" else ""
     Console(stderr=True, highlight=False).print(
         f"[bold]aggan bench[/] {what}{size} px, ngf {ngf}, {_count(n_blocks, 'block')}, {model.upsample} decoder, "
-        f"ndf {ndf}, batch {batch_size}, "
+        f"ndf {ndf}{f', {model.d_layers}-layer PatchGAN' if discriminator == 'patch' else ''}, batch {batch_size}, "
         f"{backend}{', ' + _count(threads, 'thread') if threads else ''}: "
         f"{warmup} warm-up + {repeats} timed repeats{' (compiling first)' if compile else ''} …")
     from .bench import run_bench

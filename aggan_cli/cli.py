@@ -222,6 +222,7 @@ def bench(
     norm: Annotated[Norm, typer.Option(help="instance or batch.")] = Norm.instance,
     discriminator: Annotated[DiscriminatorKind, typer.Option(help="patch or global.")] = DiscriminatorKind.patch,
     upsample: Annotated[Optional[Upsample], typer.Option(help="The generator's decoder: transposed or resize \\[default: train's].", show_default=False)] = None,
+    d_layers: Annotated[int, typer.Option(min=1, max=5, help="PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step and per forward pass.")] = 1,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.")] = Precision.auto,
@@ -250,7 +251,7 @@ def bench(
 
         run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
                           discriminator=discriminator.value, upsample=upsample.value if upsample else None,
-                          batch_size=batch_size, device=device,
+                          d_layers=d_layers, batch_size=batch_size, device=device,
                           precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
                           warmup=warmup, only=only.value, seed=seed, as_json=json_, backend=backend.value,
                           threads=threads, photo_size=photo_size)

@@ -56,6 +56,17 @@ def test_bench_measures_the_decoder_it_is_told():
     assert flops["resize"] > flops["transposed"]
 
 
+def test_bench_measures_the_patchgan_it_is_told():
+    """--d-layers: train builds the PatchGAN of that depth; a shallower one is fewer FLOPs per step and
+    leaves the generators (inference) alone."""
+    runs = {layers: bench_json("--d-layers", str(layers)) for layers in (1, 3)}
+    assert runs[1]["inference"]["flops_per_image"] == runs[3]["inference"]["flops_per_image"]
+    assert runs[1]["train"]["flops_per_image"] < runs[3]["train"]["flops_per_image"]
+    result = runner.invoke(app, ["bench", *BENCH_TINY, "--d-layers", "4"])  # 32 px is too small for it
+    assert result.exit_code == 1 and "needs a size of at least 48 pixels" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
 def test_bench_json_reports_both_phases_against_the_ceiling():
     data = bench_json("--batch-size", "2")
     assert data["precision"] == "fp32" and data["batch_size"] == 2 and data["device"].startswith("cpu")
