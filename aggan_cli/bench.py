@@ -187,6 +187,8 @@ def bench_train(mcfg: ModelConfig, tcfg: TrainConfig, *, repeats: int, warmup: i
             return Trainer(mcfg, config, _RandomSource("a", b), _RandomSource("b", b), run_dir=run_dir)
 
     trainer = trainer_for(tcfg)
+    # the step of the last two thirds of training, the attention floor faded: the identity loss (if any) on
+    trainer.floor_done = True
     device, b, s = trainer.device, tcfg.batch_size, mcfg.image_size
     fmt = _memory_format(trainer.channels_last)
     generator = torch.Generator().manual_seed(tcfg.seed)
@@ -197,6 +199,7 @@ def bench_train(mcfg: ModelConfig, tcfg: TrainConfig, *, repeats: int, warmup: i
     memory = peak_memory_mb(device)
     # FLOPs do not depend on compilation; count them on an eager trainer (the counter needs eager dispatch)
     counter = trainer if not tcfg.compile else trainer_for(tcfg.replace(compile=False))
+    counter.floor_done = True
     flops = count_flops(lambda: counter.train_step(x, y))
     return _phase(timing, flops, b, ceiling(trainer.channels_last), memory, trainer.channels_last)
 
@@ -242,7 +245,8 @@ def bench_inference(mcfg: ModelConfig, *, batch_size: int, device: torch.device,
 def run_bench(model_config: ModelConfig, *, batch_size: int = 1, device: str = "auto", precision: str = "auto",
               compile: bool = False, channels_last: bool | None = None, repeats: int = 5, warmup: int = 2,
               train: bool = True, inference: bool = True, seed: int = 0, backend: str = "torch",
-              threads: int | None = None, startup: bool = False, photo_size: int = 1024) -> BenchResult:
+              threads: int | None = None, startup: bool = False, photo_size: int = 1024,
+              lambda_identity: float | None = None) -> BenchResult:
     """Measure training and inference speed for ``model_config`` (see the module docstring).
 
     ``channels_last=None`` uses each phase's own default layout (what ``aggan train`` and
@@ -283,7 +287,8 @@ def run_bench(model_config: ModelConfig, *, batch_size: int = 1, device: str = "
     tr = None
     if train:
         tcfg = TrainConfig(steps=1_000_000, batch_size=batch_size, workers=0, seed=seed, device=str(dev),
-                           precision=precision, compile=compile, channels_last=channels_last)
+                           precision=precision, compile=compile, channels_last=channels_last,
+                           **({} if lambda_identity is None else {"lambda_identity": lambda_identity}))
         tr = bench_train(model_config, tcfg, repeats=repeats, warmup=warmup, ceiling=ceiling)
     first_file = None
     if startup:

@@ -10,14 +10,14 @@ import json
 import sys
 from typing import Any
 
-from .config import ModelConfig
+from .config import ModelConfig, TrainConfig
 
 
 def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str, discriminator: str,
                       batch_size: int, device: str, precision: str, compile: bool, channels_last: bool | None,
                       repeats: int, warmup: int, only: str, seed: int, as_json: bool, backend: str = "torch",
                       threads: int | None = None, photo_size: int = 1024, upsample: str | None = None,
-                      d_layers: int = 3) -> None:
+                      d_layers: int = 3, lambda_identity: float | None = None) -> None:
     from rich.console import Console
 
     from .errors import ConfigError
@@ -29,9 +29,11 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
                         d_layers=d_layers,
                         **({"upsample": upsample} if upsample else {}))  # None: the decoder train builds
     what = f"startup on a {photo_size}-px photo, " if only == "startup" else ""
+    identity = TrainConfig().lambda_identity if lambda_identity is None else lambda_identity
+    step = ", the step with the identity loss" if identity and only in ("both", "train") else ""
     Console(stderr=True, highlight=False).print(
         f"[bold]aggan bench[/] {what}{size} px, ngf {ngf}, {_count(n_blocks, 'block')}, {model.upsample} decoder, "
-        f"ndf {ndf}{f', {model.d_layers}-layer PatchGAN' if discriminator == 'patch' else ''}, batch {batch_size}, "
+        f"ndf {ndf}{f', {model.d_layers}-layer PatchGAN' if discriminator == 'patch' else ''}, batch {batch_size}{step}, "
         f"{backend}{', ' + _count(threads, 'thread') if threads else ''}: "
         f"{warmup} warm-up + {repeats} timed repeats{' (compiling first)' if compile else ''} …")
     from .bench import run_bench
@@ -41,7 +43,7 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
     result = run_bench(model, batch_size=batch_size, device=device, precision=precision, compile=compile,
                        channels_last=channels_last, repeats=repeats, warmup=warmup, train=train,
                        inference=only in ("both", "inference"), seed=seed, backend=backend, threads=threads,
-                       startup=only == "startup", photo_size=photo_size)
+                       startup=only == "startup", photo_size=photo_size, lambda_identity=lambda_identity)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return

@@ -224,6 +224,7 @@ def bench(
     upsample: Annotated[Optional[Upsample], typer.Option(help="The generator's decoder: transposed or resize \\[default: train's].", show_default=False)] = None,
     d_layers: Annotated[int, typer.Option(min=1, max=5, help="PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step and per forward pass.")] = 1,
+    lambda_identity: Annotated[Optional[float], typer.Option(min=0, help="Weight of the identity loss, as train's: not 0 adds two generator passes to each step \\[default: train's].", show_default=False)] = None,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[Precision, typer.Option(help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.")] = Precision.auto,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (the warm-up then includes compiling).")] = False,
@@ -251,7 +252,7 @@ def bench(
 
         run_bench_command(size=size, ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm.value,
                           discriminator=discriminator.value, upsample=upsample.value if upsample else None,
-                          d_layers=d_layers, batch_size=batch_size, device=device,
+                          d_layers=d_layers, lambda_identity=lambda_identity, batch_size=batch_size, device=device,
                           precision=precision.value, compile=compile, channels_last=channels_last, repeats=repeats,
                           warmup=warmup, only=only.value, seed=seed, as_json=json_, backend=backend.value,
                           threads=threads, photo_size=photo_size)

@@ -265,6 +265,12 @@ class TrainConfig:
                                   "near-binary and the typical image's background untouched, at some cost in "
                                   "foreground (10 is what docs/training.md measured; 0 = off, the paper).",
                                   OBJECTIVE, low=0)
+    # ours (CycleGAN's identity loss, not in the paper): measured in docs/training.md ("The identity loss")
+    lambda_identity: float = option(5.0, "Weight of CycleGAN's identity loss |G_AB(y) - y| + |G_BA(x) - x|: each "
+                                    "generator also translates an image of the domain it produces, which it must "
+                                    "leave unchanged, so it learns to leave the background alone. Off while the "
+                                    "attention floor holds, full once it has faded; two more generator passes per "
+                                    "step while it is on (0 = off, the paper).", OBJECTIVE, low=0)
     cycle_ramp: bool = option(False, "The cycle loss is off while the attention floor holds and ramps in as it "
                               "fades (full weight from two thirds of training on, later if the masks open late): "
                               "lets attention form on edits that are hard to learn, such as a new texture, at some "
@@ -342,12 +348,12 @@ _RETIRED_KEYS = {"extra"}  # written (always empty) by aggan 0.1; dropped when r
 def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """A saved ``train`` section in this version's terms: a run saved before ``cycle_ramp`` existed
     trained with a constant cycle weight, one saved before ``own_pairs`` existed with the paper's pairs,
-    and one saved before ``lambda_binary`` existed without the binarisation term, whatever today's
-    defaults."""
+    one saved before ``lambda_binary`` existed without the binarisation term, and one saved before
+    ``lambda_identity`` existed without the identity loss, whatever today's defaults."""
     out = {k: v for k, v in data.items() if k not in _RETIRED_KEYS}
     if isinstance(out.get("demo"), bool):  # aggan 0.1 saved demo as true/false
         out["demo"] = DEMO_TASKS[0] if out["demo"] else None
-    return {"cycle_ramp": False, "own_pairs": False, "lambda_binary": 0.0, **out}
+    return {"cycle_ramp": False, "own_pairs": False, "lambda_binary": 0.0, "lambda_identity": 0.0, **out}
 
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:

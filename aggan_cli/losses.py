@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError
-from .networks import AGGAN
+from .networks import AGGAN, GeneratorOutput
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class LossWeights:
     lambda_floor: float = 0.0    # weight of the attention floor (keeps mask logits above floor_logit)
     floor_logit: float = -4.0
     lambda_binary: float = 0.0   # weight of the binarisation term (pulls each mask value to 0 or 1)
+    lambda_identity: float = 0.0  # weight of CycleGAN's identity loss |g_ab(y) − y| + |g_ba(x) − x|
 
 
 def gan_loss(score: Tensor, target_is_real: bool, kind: str) -> Tensor:
@@ -108,6 +109,7 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
             + λ_tv (TV(M_x) + TV(M_y))                                         (Eq. 7)
             + λ_floor (floor(M_x) + floor(M_y))        (ours, against mask collapse; 0 = the paper)
             + λ_binary (bin(M_x) + bin(M_y))          (ours, near-binary masks late; off by default)
+            + λ_identity (|g_ab(y) − y|₁ + |g_ba(x) − x|₁)  (CycleGAN's identity loss; not in the paper)
 
     The trainer sets the weights for each step (``Trainer.weights_at``): λ_floor fades out over training,
     λ_binary is on for the last quarter, and, with ``--cycle-ramp`` (ours, off by default), λ_cycle ramps in as
@@ -115,10 +117,20 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
 
     The attention-guided terms score the fake pair ``[M_y, G_y]`` (Eq. 3); the gradient flows into
     both the mask and the image.
+
+    The identity term (CycleGAN's, Zhu et al. 2017) runs each generator on the domain it produces, which
+    has nothing to translate, and charges whatever it changes there: the one term that shows ``g_ab``
+    scenes it must leave alone (docs/training.md, "The identity loss"). It costs two more generator
+    passes per step, so it is computed only when its weight is not zero, each generator's two inputs
+    batched into one call where that gives the same outputs.
     """
     kind = weights.gan_loss
-    fake_b, mask_b, content_b = model.g_ab(x)   # x -> [M_y, R_y, G_y]
-    fake_a, mask_a, content_a = model.g_ba(y)   # y -> [M_x, R_x, G_x]
+    if weights.lambda_identity:
+        (fake_b, mask_b, content_b), same_b = _with_identity(model.g_ab, x, y)
+        (fake_a, mask_a, content_a), same_a = _with_identity(model.g_ba, y, x)
+    else:
+        fake_b, mask_b, content_b = model.g_ab(x)   # x -> [M_y, R_y, G_y]
+        fake_a, mask_a, content_a = model.g_ba(y)   # y -> [M_x, R_x, G_x]
     rec_a = model.g_ba(fake_b).image            # C_x
     rec_b = model.g_ab(fake_a).image            # C_y
 
@@ -131,12 +143,16 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
         "pixel": l1(fake_b, x) + l1(fake_a, y),
         "tv": tv_loss(mask_a) + tv_loss(mask_b),
     }
+    if weights.lambda_identity:
+        terms["identity"] = l1(same_b, y) + l1(same_a, x)
     terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
     adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
     total = (adversarial
              + weights.lambda_cycle * terms["cycle"]
              + weights.lambda_pixel * terms["pixel"]
              + weights.lambda_tv * terms["tv"])
+    if weights.lambda_identity:  # CycleGAN's identity loss (docs/training.md); 0 = the paper
+        total = total + weights.lambda_identity * terms["identity"]
     if weights.lambda_floor:  # ours, against mask collapse (docs/training.md); 0 = the paper
         total = total + weights.lambda_floor * terms["floor"]
     terms["binary"] = binary_loss(mask_a) + binary_loss(mask_b)
@@ -145,6 +161,17 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
     return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)
+
+
+def _with_identity(g: torch.nn.Module, source: Tensor, target: Tensor) -> tuple[GeneratorOutput, Tensor]:
+    """``g(source)`` and ``g(target).image``: one call on the concatenated batch where that gives the same
+    outputs (instance norm normalises each image by itself), which on a CPU at batch 1 runs faster than
+    two calls of one image (see :func:`score_together`)."""
+    if not scores_each_image_alone(g):
+        return g(source), g(target).image
+    n = source.shape[0]
+    both = g(torch.cat([source, target]))
+    return GeneratorOutput(*(t[:n] for t in both)), both.image[n:]
 
 
 def scores_each_image_alone(d: torch.nn.Module) -> bool:

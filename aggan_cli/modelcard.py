@@ -16,8 +16,8 @@ CARD_FILE = "README.md"
 TAGS = ("aggan", "image-to-image", "gan", "unpaired-image-to-image-translation", "attention", "pytorch")
 
 # The training options worth showing, in this order (the rest stay in config.json).
-_TRAIN_KEYS = ("steps", "epochs", "batch_size", "lr", "lambda_cycle", "lambda_pixel", "lambda_tv", "gan_loss",
-               "seed", "demo")
+_TRAIN_KEYS = ("steps", "epochs", "batch_size", "lr", "lambda_cycle", "lambda_pixel", "lambda_tv", "lambda_identity",
+               "gan_loss", "seed", "demo")
 
 
 def write_model_card(run_dir: str | Path, *, config: Mapping[str, Any], domains: Sequence[str], step: int,

@@ -256,7 +256,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN time its algorithms once
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
                                    lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
-                                   lambda_floor=train_config.lambda_floor, lambda_binary=0.0)
+                                   lambda_floor=train_config.lambda_floor, lambda_binary=0.0,
+                                   lambda_identity=train_config.lambda_identity)
         fused = fused_adam_supported(self.device)
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]
@@ -313,7 +314,9 @@ class Trainer:
         If the masks have not opened by a third, the floor stays at full weight until they do, and
         fades over the next third of training from there (``floor_end``, set by ``_watch_floor``).
         With ``cycle_ramp`` the cycle loss does the opposite: off while the floor is at full weight,
-        at full weight once it has faded (docs/training.md). The binarisation term (``--lambda-binary``)
+        at full weight once it has faded (docs/training.md). So does the identity loss (``--lambda-identity``)
+        whenever there is a floor: it asks each generator to leave the other domain's images alone, which
+        early on would shut masks that have not formed yet; without a floor it is at full weight throughout. The binarisation term (``--lambda-binary``)
         is off for the first three quarters and at full weight in the last, once the mask has found the
         object. Once the floor has faded out it stays off, the cycle loss at full weight and the
         binarisation term on, also when a resumed run is extended with more steps."""
@@ -329,6 +332,7 @@ class Trainer:
         binary = self.binary_on or progress >= BINARY_FROM
         return dataclasses.replace(
             self.weights, lambda_floor=self.tcfg.lambda_floor * fade,
+            lambda_identity=self.tcfg.lambda_identity * (1 - fade) if self.tcfg.lambda_floor else self.tcfg.lambda_identity,
             lambda_cycle=self.tcfg.lambda_cycle * (1 - fade) if self.tcfg.cycle_ramp else self.tcfg.lambda_cycle,
             lambda_binary=self.tcfg.lambda_binary if binary else 0.0)
 
@@ -824,6 +828,8 @@ class Trainer:
         if total != previous_total and self.step < total:
             kept = ["the attention floor, which had faded out, stays off"] if self.tcfg.lambda_floor and self.floor_done else []
             kept += ["the cycle loss, which had ramped in, stays at full weight"] if self.tcfg.cycle_ramp and self.floor_done else []
+            kept += ["the identity loss, which had ramped in, stays at full weight"] if (
+                self.tcfg.lambda_identity and self.tcfg.lambda_floor and self.floor_done) else []
             kept += ["the binarisation term, which had started, stays on"] if self.tcfg.lambda_binary and self.binary_on else []
             if kept:
                 self.reporter.warn(f"extending the run from {previous_total} to {total} steps: {'; '.join(kept)}")

@@ -67,6 +67,17 @@ def test_bench_measures_the_patchgan_it_is_told():
     assert "Traceback" not in result.output
 
 
+def test_bench_times_the_step_with_the_identity_loss_train_uses():
+    """The default step is the one of the last two thirds of training, with the identity loss's two extra
+    generator passes; --lambda-identity 0 times the step without them (the first third's, or the paper's)."""
+    runs = {weight: bench_json("--only", "train", *(("--lambda-identity", weight) if weight else ()))
+            for weight in (None, "0")}
+    generator = conv_flops_per_image(AttentionGenerator(ngf=4, n_blocks=1, upsample=ModelConfig().upsample), 32)
+    extra = runs[None]["train"]["flops_per_image"] - runs["0"]["train"]["flops_per_image"]
+    # two more passes, each a forward and a backward (about twice a forward; the first layer needs no input gradient)
+    assert 2 * 2.5 * generator < extra <= 2 * 3 * generator
+
+
 def test_bench_json_reports_both_phases_against_the_ceiling():
     data = bench_json("--batch-size", "2")
     assert data["precision"] == "fp32" and data["batch_size"] == 2 and data["device"].startswith("cpu")

@@ -158,3 +158,22 @@ def test_the_binarisation_term_enters_the_generators_total_only_with_its_weight(
         on = generator_objective(model, x, y, LossWeights(lambda_binary=3.0))
     assert off.terms["binary"].item() > 0  # an untrained mask sits near 0.5
     assert on.total.item() == pytest.approx(off.total.item() + 3.0 * off.terms["binary"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_the_identity_loss_runs_each_generator_on_its_own_output_domain_and_enters_with_its_weight(norm):
+    """With instance norm each generator's two inputs go through in one call, with batch norm in two (one
+    batch's statistics must not mix with the other's): the same figures either way."""
+    from aggan_cli.losses import l1
+
+    torch.manual_seed(0)
+    model = AGGAN(ModelConfig(ngf=8, n_blocks=1, ndf=8, image_size=32, norm=norm)).train()
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        off = generator_objective(model, x, y, LossWeights())
+        on = generator_objective(model, x, y, LossWeights(lambda_identity=5.0))
+        expected = l1(model.g_ab(y).image, y) + l1(model.g_ba(x).image, x)
+    assert "identity" not in off.terms  # off: the two extra generator passes are not run at all
+    assert on.terms["identity"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert expected.item() > 0  # an untrained generator changes its input
+    assert on.total.item() == pytest.approx(off.total.item() + 5.0 * expected.item(), rel=1e-5)

@@ -186,6 +186,7 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
     assert saved["train"]["cycle_ramp"] is False  # the cycle loss at its full weight from the first step
     assert saved["train"]["own_pairs"] is False  # real images paired with the mask made for the other domain's
     assert saved["train"]["lambda_binary"] == 0  # masks left as soft as the objective makes them
+    assert saved["train"]["lambda_identity"] == 0  # CycleGAN's identity loss is not in the paper
     assert saved["model"]["upsample"] == "transposed"  # the paper's decoder
     # and each stays one option away
     mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
@@ -285,6 +286,15 @@ def test_the_binarisation_term_is_off_unless_asked_and_a_run_keeps_its_weight_on
     assert json.loads(config.read_text())["train"]["lambda_binary"] == 10.0
     negative = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--lambda-binary", "-1", "--name", "neg", *TINY])
     assert negative.exit_code == 1 and "--lambda-binary must be a number >= 0" in negative.output
+
+
+def test_a_run_saved_before_the_identity_loss_existed_reads_as_trained_without_it():
+    from aggan_cli.config import TrainConfig
+
+    saved = TrainConfig(lambda_identity=5.0).to_dict()
+    assert TrainConfig.from_dict(saved).lambda_identity == 5.0
+    del saved["lambda_identity"]
+    assert TrainConfig.from_dict(saved).lambda_identity == 0.0
 
 
 def test_the_decoder_resizes_unless_told_and_old_runs_read_as_transposed():

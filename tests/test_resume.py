@@ -126,6 +126,24 @@ def test_the_cycle_loss_ramps_in_as_the_floor_fades_and_is_constant_without_the_
     assert {constant.weights_at(s).lambda_cycle for s in (0, 4, 6, 8, 11)} == {7.0}
 
 
+def test_the_identity_loss_ramps_in_as_the_floor_fades_is_constant_without_a_floor_and_stays_on_when_extended(tmp_path):
+    """Off while the floor holds (it would shut masks that have not formed), half at the middle, full from
+    two thirds on; with --lambda-floor 0 at full weight from the first step; an extended run keeps it on."""
+    ramped = _trainer(tmp_path / "ramped", steps=12, lambda_identity=5.0)
+    assert ramped.weights_at(0).lambda_identity == 0.0  # masks not yet looked at: the floor holds
+    ramped.fit(stop_at=5)  # past a third, with a fresh model's masks (open): the fixed schedule
+    assert [ramped.weights_at(s).lambda_identity for s in (0, 4, 6, 8, 11)] == pytest.approx([0, 0, 2.5, 5, 5])
+    no_floor = _trainer(tmp_path / "no-floor", steps=12, lambda_identity=5.0, lambda_floor=0.0)
+    assert {no_floor.weights_at(s).lambda_identity for s in (0, 4, 6, 11)} == {5.0}
+    off = _trainer(tmp_path / "off", steps=12)
+    assert {off.weights_at(s).lambda_identity for s in (0, 6, 11)} == {0.0}
+    finished = _trainer(tmp_path / "finished", steps=6, lambda_identity=5.0)
+    finished.fit()
+    longer = _trainer(tmp_path / "finished", steps=12, resume=True, lambda_identity=5.0)
+    assert longer.weights_at(6).lambda_identity == 5.0  # a fresh 12-step run would be at half weight here
+    assert any("identity loss" in w and "stays at full weight" in w for w in longer.reporter.warnings)
+
+
 def _set_masks(trainer, logit: float) -> None:
     """Both generators' masks shut (a very negative logit everywhere) or open, through the bias of the
     mask's channel in their last layer."""
