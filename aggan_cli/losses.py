@@ -3,7 +3,7 @@
 Two functions do all of it, so the training loop reads like the algorithm:
 
 * :func:`generator_objective` runs both generators on a batch ``(x, y)`` (four forward passes: x→y,
-  y→x and the two reconstructions) and returns the weighted total, each term for logging, and the
+  y→x and the two reconstructions; six with the identity loss, y→y and x→x) and returns the weighted total, each term for logging, and the
   generated tensors the discriminators need.
 * :func:`discriminator_objective` scores real and generated samples with all four discriminators.
 

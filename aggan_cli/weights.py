@@ -80,7 +80,7 @@ REGISTRY: dict[str, Published] = {
             description="Procedural faces, neutral → smiling (aggan train --demo); translates offline",
             domains=("neutral", "smile"),
             image_size=48,
-            sha256="2c400ed9d21277eb7b7a13a5a17448a301b89aff4948fcd809a4413ee38be62d",
+            sha256="d4671dc3d06c1f54750e0c7e7fe18095df0355ea4b39d2cd82be365f23f23b05",
             bundled="demo-smile",
         ),
     )
