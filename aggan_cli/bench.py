@@ -184,11 +184,12 @@ def bench_train(mcfg: ModelConfig, tcfg: TrainConfig, *, repeats: int, warmup: i
     def trainer_for(config: TrainConfig) -> Trainer:
         b = config.batch_size
         with tempfile.TemporaryDirectory(prefix="aggan-bench-") as run_dir:  # never written: no fit(), no save()
-            return Trainer(mcfg, config, _RandomSource("a", b), _RandomSource("b", b), run_dir=run_dir)
+            trainer = Trainer(mcfg, config, _RandomSource("a", b), _RandomSource("b", b), run_dir=run_dir)
+        # the step of the last two thirds of training, the attention floor faded: the identity loss (if any) on
+        trainer.floor_done = True
+        return trainer
 
     trainer = trainer_for(tcfg)
-    # the step of the last two thirds of training, the attention floor faded: the identity loss (if any) on
-    trainer.floor_done = True
     device, b, s = trainer.device, tcfg.batch_size, mcfg.image_size
     fmt = _memory_format(trainer.channels_last)
     generator = torch.Generator().manual_seed(tcfg.seed)
@@ -199,7 +200,6 @@ def bench_train(mcfg: ModelConfig, tcfg: TrainConfig, *, repeats: int, warmup: i
     memory = peak_memory_mb(device)
     # FLOPs do not depend on compilation; count them on an eager trainer (the counter needs eager dispatch)
     counter = trainer if not tcfg.compile else trainer_for(tcfg.replace(compile=False))
-    counter.floor_done = True
     flops = count_flops(lambda: counter.train_step(x, y))
     return _phase(timing, flops, b, ceiling(trainer.channels_last), memory, trainer.channels_last)
 

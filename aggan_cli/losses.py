@@ -3,8 +3,8 @@
 Two functions do all of it, so the training loop reads like the algorithm:
 
 * :func:`generator_objective` runs both generators on a batch ``(x, y)`` (four forward passes: x→y,
-  y→x and the two reconstructions; six with the identity loss, y→y and x→x) and returns the weighted total, each term for logging, and the
-  generated tensors the discriminators need.
+  y→x and the two reconstructions; six with the identity loss, y→y and x→x) and returns the weighted
+  total, each term for logging, and the generated tensors the discriminators need.
 * :func:`discriminator_objective` scores real and generated samples with all four discriminators.
 
 Terms are returned as detached tensors, never Python floats: reading them forces a host-device sync,
@@ -143,8 +143,6 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
         "pixel": l1(fake_b, x) + l1(fake_a, y),
         "tv": tv_loss(mask_a) + tv_loss(mask_b),
     }
-    if weights.lambda_identity:
-        terms["identity"] = l1(same_b, y) + l1(same_a, x)
     terms["floor"] = floor_loss(mask_a, weights.floor_logit) + floor_loss(mask_b, weights.floor_logit)
     adversarial = terms["gan_ab"] + terms["agan_ab"] + terms["gan_ba"] + terms["agan_ba"]
     total = (adversarial
@@ -152,6 +150,7 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
              + weights.lambda_pixel * terms["pixel"]
              + weights.lambda_tv * terms["tv"])
     if weights.lambda_identity:  # CycleGAN's identity loss (docs/training.md); 0 = the paper
+        terms["identity"] = l1(same_b, y) + l1(same_a, x)
         total = total + weights.lambda_identity * terms["identity"]
     if weights.lambda_floor:  # ours, against mask collapse (docs/training.md); 0 = the paper
         total = total + weights.lambda_floor * terms["floor"]

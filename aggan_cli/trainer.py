@@ -314,9 +314,10 @@ class Trainer:
         If the masks have not opened by a third, the floor stays at full weight until they do, and
         fades over the next third of training from there (``floor_end``, set by ``_watch_floor``).
         With ``cycle_ramp`` the cycle loss does the opposite: off while the floor is at full weight,
-        at full weight once it has faded (docs/training.md). So does the identity loss (``--lambda-identity``)
-        whenever there is a floor: it asks each generator to leave the other domain's images alone, which
-        early on would shut masks that have not formed yet; without a floor it is at full weight throughout. The binarisation term (``--lambda-binary``)
+        at full weight once it has faded (docs/training.md). So does the identity loss
+        (``--lambda-identity``) whenever there is a floor: it asks each generator to leave the other domain's
+        images alone, which early on would shut masks that have not formed yet; without a floor it is at full
+        weight throughout. The binarisation term (``--lambda-binary``)
         is off for the first three quarters and at full weight in the last, once the mask has found the
         object. Once the floor has faded out it stays off, the cycle loss at full weight and the
         binarisation term on, also when a resumed run is extended with more steps."""
@@ -330,9 +331,10 @@ class Trainer:
         else:
             fade = 1.0 if self.floor_end is None else floor_fade(progress, self.floor_end)
         binary = self.binary_on or progress >= BINARY_FROM
+        identity_share = 1 - fade if self.tcfg.lambda_floor else 1.0
         return dataclasses.replace(
             self.weights, lambda_floor=self.tcfg.lambda_floor * fade,
-            lambda_identity=self.tcfg.lambda_identity * (1 - fade) if self.tcfg.lambda_floor else self.tcfg.lambda_identity,
+            lambda_identity=self.tcfg.lambda_identity * identity_share,
             lambda_cycle=self.tcfg.lambda_cycle * (1 - fade) if self.tcfg.cycle_ramp else self.tcfg.lambda_cycle,
             lambda_binary=self.tcfg.lambda_binary if binary else 0.0)
 

@@ -135,7 +135,8 @@ def test_the_identity_loss_ramps_in_as_the_floor_fades_is_constant_without_a_flo
     assert [ramped.weights_at(s).lambda_identity for s in (0, 4, 6, 8, 11)] == pytest.approx([0, 0, 2.5, 5, 5])
     no_floor = _trainer(tmp_path / "no-floor", steps=12, lambda_identity=5.0, lambda_floor=0.0)
     assert {no_floor.weights_at(s).lambda_identity for s in (0, 4, 6, 11)} == {5.0}
-    off = _trainer(tmp_path / "off", steps=12)
+    off = _trainer(tmp_path / "off", steps=12, lambda_identity=0.0)
+    off.fit(stop_at=5)
     assert {off.weights_at(s).lambda_identity for s in (0, 6, 11)} == {0.0}
     finished = _trainer(tmp_path / "finished", steps=6, lambda_identity=5.0)
     finished.fit()
