@@ -618,8 +618,29 @@ def load_generators(path: str | Path, device: str | torch.device = "cpu"):
     for name in ("g_ab", "g_ba"):
         g = _generator_on_meta(ckpt, name)
         load_state_dict_strict(g, ckpt.generators, name, ckpt.weights_path, assign=True)
+        g.mask_guide = translate_guide(ckpt, name)
         nets.append(g.to(device).eval())
     return nets[0], nets[1], ckpt
+
+
+def translate_guide(ckpt: RunCheckpoint, name: str) -> int:
+    """The mask-guide radius generator ``name`` translates with: what training picked for it (config.json's
+    ``translate`` section, see trainer.choose_translate_guides), or, in a run saved before that existed or
+    trained without a guide, the radius it was trained with."""
+    from .config import MAX_MASK_GUIDE
+
+    trained = ckpt.model_config.mask_guide
+    section = ckpt.config.get("translate")
+    if section is None or not trained:
+        return trained
+    direction = {"g_ab": "a2b", "g_ba": "b2a"}[name]
+    radii = section.get("mask_guide") if isinstance(section, dict) else None
+    value = radii.get(direction) if isinstance(radii, dict) else None
+    if type(value) is not int or not 0 < value <= MAX_MASK_GUIDE:
+        raise CheckpointError(f"{ckpt.path / CONFIG_FILE} has a bad translate section (mask_guide for {direction} "
+                              f"must be a whole number from 1 to {MAX_MASK_GUIDE}, got {value!r}); the checkpoint is "
+                              "damaged: delete the section to translate with the trained radius")
+    return value
 
 
 def _generator_on_meta(ckpt: RunCheckpoint, name: str) -> nn.Module:

@@ -92,7 +92,7 @@ def print_score_table(result, title: str, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .scoring import RIM_WIDTH
+    from .scoring import NEAR_WIDTH, RIM_WIDTH
     from .scoring import TARGETS as targets
 
     rows = [
@@ -101,6 +101,8 @@ def print_score_table(result, title: str, console=None) -> None:
         ("  gain over output = input", result.foreground_gain, " dB", "foreground_gain"),
         ("background PSNR (output vs input, outside)", result.background_psnr, " dB", "background_psnr"),
         ("  median over the images", result.background_psnr_median, " dB", None),
+        (f"  within {NEAR_WIDTH} px of the region (its rim)", result.background_psnr_near, " dB", None),
+        ("  farther from it", result.background_psnr_far, " dB", None),
         ("image PSNR (output vs twin, whole image)", result.image_psnr, " dB", None),
         ("mask AUC vs the true region", result.mask_auc, "", "mask_auc"),
         ("mask IoU at 0.5", result.mask_iou, "", "mask_iou"),

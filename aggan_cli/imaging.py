@@ -190,12 +190,19 @@ def pad_planes(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
 
 
+# A mask below one level of 8 bits leaves its pixel exactly as it was: the blend takes it as 0. Without
+# this, m · (c − x) reaches half a level wherever m > 1 / (2 · |c − x|), so a mask of 0.003 against
+# content 200 levels off would still move the pixel by one level (docs/evaluate.md).
+UNATTENDED = 1 / 255
+
+
 def compose(item: "Prepared", mask: np.ndarray, content: np.ndarray, direction: str) -> Translation:
     """Eq. 1 at the input's own resolution, the torch path's ``_compose`` in numpy: ``x + m · (c − x)``
     in float32, in the same order of operations, then rounded to 8 bits.
 
     ``mask`` is (1, h, w) in [0, 1] and ``content`` (3, h, w) in [-1, 1], straight from the network.
-    With ``x`` integer-valued and ``m`` exactly 0 the output equals the input there, bit for bit.
+    The blend takes a mask below UNATTENDED as 0 (the mask handed back is the network's), and with ``x``
+    integer-valued and ``m`` exactly 0 the output equals the input there, bit for bit.
     """
     from PIL import Image
 
@@ -207,7 +214,7 @@ def compose(item: "Prepared", mask: np.ndarray, content: np.ndarray, direction: 
     content_image = Image.fromarray(np.rint(c).astype(np.uint8), "RGB")
     # In place, as the torch path: on 12-MP photos every full-size temporary costs tens of milliseconds.
     out = np.subtract(c, full, out=c)
-    np.multiply(out, m, out=out)
+    np.multiply(out, np.where(m < UNATTENDED, np.float32(0.0), m), out=out)
     np.add(out, full, out=out)                                                 # x + m · (c − x)
     np.rint(out, out=out)
     image = Image.fromarray(np.clip(out, 0, 255, out=out).astype(np.uint8), "RGB")

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from .device import autocast, describe_device, precision_name, resolve_device, resolve_precision
 from .errors import CheckpointError, ConfigError
-from .imaging import (MAX_SIZE, Prepared, Translation, TranslatorBase, check_direction, finish, pad_mode, padded_size,
-                      parse_size)
+from .imaging import (MAX_SIZE, UNATTENDED, Prepared, Translation, TranslatorBase, check_direction, finish, pad_mode,
+                      padded_size, parse_size)
 
 # On the CPU, working images of at least this many pixels run channels-last: 6 % faster at 256², 30 %
 # at 1024², but 12 % slower at 64² (docs/performance.md). The weights stay as they are.
@@ -145,15 +145,16 @@ class Translator(TranslatorBase):
     def _compose(self, item: Prepared, full: Tensor, mask: Tensor, content: Tensor, direction: str) -> Translation:
         """Eq. 1 at the input's own resolution: ``x + m · (c − x)`` in float32, then rounded to 8 bits.
 
-        With ``x`` integer-valued and ``m`` exactly 0, ``m · (c − x)`` is exactly 0, so the rounded
-        output equals the input there: nothing the model did not attend to changes by even one level.
+        The blend takes a mask below ``UNATTENDED`` (1/255) as 0 (the mask handed back is the network's).
+        With ``x`` integer-valued and ``m`` exactly 0, ``m · (c − x)`` is exactly 0, so the rounded output
+        equals the input there: nothing the model did not attend to changes by even one level.
         """
         size = tuple(full.shape[-2:])
         m = _resize(mask, size)[0].clamp_(0.0, 1.0)                                # (1, H, W)
         c = _resize(content, size)[0].clamp_(-1.0, 1.0).add_(1.0).mul_(127.5)     # (3, H, W) in [0, 255]
         content_image = _to_pil(c.round().to(torch.uint8))
         # In place, on 12-MP photos every full-size temporary costs tens of milliseconds.
-        out = c.sub_(full).mul_(m).add_(full).round_().clamp_(0, 255).to(torch.uint8)  # x + m · (c − x)
+        out = c.sub_(full).mul_(m.masked_fill(m < UNATTENDED, 0.0)).add_(full).round_().clamp_(0, 255).to(torch.uint8)  # x + m · (c − x)
         return finish(item, _to_pil(out), m[0].cpu().numpy(), content_image, direction)
 
     def _is_out_of_memory(self, exc: Exception) -> bool:

@@ -100,6 +100,9 @@ def _configuration(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
     rows = [(key, value) for key, value in (config.get("model") or {}).items()]
     train = config.get("train") or {}
     rows += [(key, train[key]) for key in _TRAIN_KEYS if train.get(key) is not None]
+    radii = (config.get("translate") or {}).get("mask_guide")
+    if isinstance(radii, dict) and radii:  # what translating uses, picked after training (config.json)
+        rows.append(("mask_guide when translating", ", ".join(f"{k} {v}" for k, v in sorted(radii.items()))))
     return rows
 
 

@@ -17,13 +17,14 @@ Code names and the paper's symbols (Tang et al., IJCNN 2019, §III), one place f
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import UPSAMPLINGS, ModelConfig
+from .config import MAX_MASK_GUIDE, UPSAMPLINGS, ModelConfig
 from .errors import ConfigError
 
 
@@ -164,6 +165,52 @@ class AttentionGenerator(nn.Module):
         content = torch.tanh(h[:, 1:])        # (B, 3, H, W)
         image = content * mask + x * (1 - mask)  # Eq. 1
         return GeneratorOutput(image, mask, content)
+
+
+# Translating with a wider mask guide than training used (docs/training.md, "A wider guide to translate
+# with"): the widest of these radii (multiples of the trained one) whose masks agree with the trained
+# radius's on the training images, IoU of the masks at 0.5 >= SNAP_AGREEMENT, is what translating uses.
+SNAP_FACTORS = (4 / 3, 2, 8 / 3)  # a trained radius of 3 tries 4, 6 and 8
+SNAP_AGREEMENT = 0.85
+
+
+def snap_radii(trained: int) -> tuple[int, ...]:
+    """The guide radii to try for translating, widest last: the trained one, then its SNAP_FACTORS multiples."""
+    wider = (min(MAX_MASK_GUIDE, math.ceil(trained * f - 1e-9)) for f in SNAP_FACTORS)
+    return tuple(sorted({trained, *wider}))
+
+
+@torch.no_grad()
+def choose_translate_guide(g: "AttentionGenerator", images: Tensor, chunk: int = 8) -> tuple[int, dict[int, float]]:
+    """The mask-guide radius to translate with, and the agreement of each radius tried: the widest radius
+    of :func:`snap_radii` whose masks on ``images`` ((N, 3, H, W) in [-1, 1], from the domain ``g``
+    translates) agree with those of the radius ``g`` was trained with (IoU of the masks > 0.5, pooled
+    over the images) at least SNAP_AGREEMENT.
+
+    Why: a wider window snaps a mask's edge to the input's edge more firmly, which removes the halo
+    around an object whose outline the edit follows (a recolour), but where the edit draws a new outline
+    in a flat area (a grin on skin) the wider window averages the mask away. The agreement tells the two
+    apart without ground truth: a snap that keeps the mask is taken, one that erodes it is not. A
+    generator without a guide, or whose masks are all shut, keeps its own radius."""
+    trained = g.mask_guide
+    if not trained or images is None or len(images) == 0:
+        return trained, {}
+    was_training = g.training
+    g.eval()
+    try:
+        logits = torch.cat([g.net(images[i:i + chunk])[:, :1].float() for i in range(0, len(images), chunk)])
+    finally:
+        g.train(was_training)
+    images = images.float()
+    base = guided_filter(logits, images, trained) > 0  # sigmoid(l) > 0.5 where l > 0
+    agreement = {}
+    for radius in snap_radii(trained):
+        hard = base if radius == trained else guided_filter(logits, images, radius) > 0
+        union = int((hard | base).sum())
+        agreement[radius] = float((hard & base).sum()) / union if union else 1.0  # both shut: alike
+    if not base.any():
+        return trained, agreement
+    return max(r for r, a in agreement.items() if a >= SNAP_AGREEMENT), agreement
 
 
 class Discriminator(nn.Module):

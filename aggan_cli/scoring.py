@@ -6,7 +6,9 @@ ground-truth *twin* (the perfect translation) and/or the *true change region*, :
 
 * foreground PSNR: output vs twin inside the region, next to the "output = input" baseline;
 * background PSNR: output vs input outside the region (∞ when the background is left exactly alone),
-  pooled over the set, and its median over the images (the typical scene);
+  pooled over the set, and its median over the images (the typical scene); and split by distance from the
+  region: within NEAR_WIDTH pixels of it (the object's rim: a mask a few pixels off the object's outline)
+  and farther away (an edit of something else: a background shape taken for the object);
 * image PSNR: output vs twin over the whole image (one number for "how close to perfect");
 * mask AUC (how well the mask ranks changed pixels above unchanged ones), mask IoU with the region at a
   threshold of 0.5, and how binary the mask is: the fraction of mask values in (0.1, 0.9), inside and
@@ -34,6 +36,7 @@ import numpy as np
 TARGETS = {"background_psnr": 40.0, "mask_iou": 0.6, "mask_auc": 0.97, "foreground_gain": 6.0}
 REGION_THRESHOLD = 8  # levels of 255: a twin pixel this different from the input is "changed"
 RIM_WIDTH = 2  # pixels: the bands either side of the region's edge that the rim figures average over
+NEAR_WIDTH = 4  # pixels: the background this close to the region is its rim, the rest is "far"
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -95,6 +98,10 @@ class Score:
     # the median over images of each image's own background PSNR: the typical scene, where the pooled
     # figure is ruled by the few scenes whose object the model missed (docs/training.md)
     background_psnr_median: float = float("nan")
+    # the pooled background split by distance from the region: within NEAR_WIDTH pixels (a mask off the
+    # object's outline by a few pixels) and beyond (an edit of something else); docs/evaluate.md
+    background_psnr_near: float = float("nan")
+    background_psnr_far: float = float("nan")
     image_psnr: float = float("nan")
     mask_auc: float = float("nan")
     mask_iou: float = float("nan")
@@ -142,6 +149,10 @@ def score(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], masks: S
         out_px = cat([o.reshape(-1, 3) for o in outputs])
         src_px = cat([s.reshape(-1, 3) for s in sources])
         result.background_psnr = psnr(out_px[~inside], src_px[~inside])
+        near = cat([rim_bands(np.asarray(r, bool), NEAR_WIDTH)[1].ravel() for r in regions])
+        result.background_psnr_near = psnr(out_px[near], src_px[near])
+        far = ~inside & ~near
+        result.background_psnr_far = psnr(out_px[far], src_px[far])
         each = [psnr(o.reshape(-1, 3)[~r.ravel()], s.reshape(-1, 3)[~r.ravel()])
                 for o, s, r in zip(outputs, sources, regions)]
         each = [v for v in each if not math.isnan(v)]  # an image that is all region has no background

@@ -433,8 +433,10 @@ def _score_demo(console, trainer) -> None:
     from .demo import score
 
     started = time.perf_counter()
-    result = score(trainer.generator("g_ab"), seed=trainer.tcfg.seed + DEMO_TEST_SEED_OFFSET, size=trainer.mcfg.image_size,
-                   count=DEMO_TEST_IMAGES, device=trainer.device, out_dir=trainer.run_dir / "demo-eval")
+    with trainer.translating():  # the mask guide aggan translate will use (config.json's "translate")
+        result = score(trainer.generator("g_ab"), seed=trainer.tcfg.seed + DEMO_TEST_SEED_OFFSET,
+                       size=trainer.mcfg.image_size, count=DEMO_TEST_IMAGES, device=trainer.device,
+                       out_dir=trainer.run_dir / "demo-eval")
     trainer.record_demo_score(result.to_dict())
     passed = result.passed()
     table = Table(title=f"demo self-score on {result.count} held-out faces ({time.perf_counter() - started:.1f} s)")
@@ -458,8 +460,9 @@ def _score_task(console, trainer, evaluator) -> None:
     from .tasks import get_task
 
     started = time.perf_counter()
-    result, translations = evaluator(trainer.generator("g_ab"), image_size=trainer.mcfg.image_size,
-                                     device=trainer.device)
+    with trainer.translating():  # the mask guide aggan translate will use (config.json's "translate")
+        result, translations = evaluator(trainer.generator("g_ab"), image_size=trainer.mcfg.image_size,
+                                         device=trainer.device)
     trainer.record_demo_score({k: json_number(round(v, 4) if isinstance(v, float) else v)
                                for k, v in result.to_dict().items()})
     trainer.best_effort("demo-eval/", lambda: _write_task_examples(trainer.run_dir / "demo-eval", evaluator,

@@ -32,7 +32,7 @@ from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError, os_reason
 from .guard import NonFiniteGuard
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
-from .networks import AGGAN
+from .networks import AGGAN, choose_translate_guide
 from .scoring import json_number
 
 # A mask whose mean stays below / above these for COLLAPSE_PATIENCE logging intervals has collapsed.
@@ -52,6 +52,9 @@ FLOOR_CHECK_EVERY = 10
 # The binarisation term (--lambda-binary) is on from this fraction of training to the end: late, once
 # the mask has found the object (from half-way it cost 1.1 dB more foreground on recolour; docs/training.md).
 BINARY_FROM = 3 / 4
+# Training images per domain on which each save picks the mask-guide radius to translate with
+# (networks.choose_translate_guide; config.json's "translate")
+SNAP_IMAGES = 32
 # Under torchrun, a Ctrl-C or SIGTERM is agreed on by all ranks every this many steps (not every step).
 STOP_CHECK_EVERY = 10
 
@@ -292,6 +295,8 @@ class Trainer:
         self.binary_on = False   # the binarisation term has started, for good (see weights_at)
         self.watch = MaskWatch()
         self.fixed: dict[str, Tensor] | None = None
+        self.snap_images: dict[str, Tensor] | None = None
+        self.translate_guide: dict[str, Any] | None = None  # what each save picked, see choose_translate_guides
         self.demo_score: dict[str, float] | None = None
         # Held-out quality at every save (a built-in task's test split, or --eval DIR): scored into
         # metrics.jsonl, and the best save so far kept in RUN/best/ (scoring.Evaluator).
@@ -723,6 +728,7 @@ class Trainer:
             return None
         if self._in_streak:
             return None  # announced with the first skipped update
+        self.choose_translate_guides()
         self._evaluate()
         try:
             save_run(self.run_dir, model_config=self.mcfg, g_ab=self.generator("g_ab"), g_ba=self.generator("g_ba"),
@@ -742,13 +748,47 @@ class Trainer:
         """Score the generators being saved on the held-out set (once per step), log it, track the best."""
         if self.evaluator is None or (self.last_eval is not None and self.last_eval["step"] == self.step):
             return
-        score, _ = self.evaluator(self.generator("g_ab"), image_size=self.mcfg.image_size, device=self.device)
+        with self.translating():
+            score, _ = self.evaluator(self.generator("g_ab"), image_size=self.mcfg.image_size, device=self.device)
         values = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in score.to_dict().items()}
         self.last_eval = {"step": self.step, "score": values, "quality": score.quality()}
         if _better(score.quality(), None if self.best is None else self.best["quality"]):
             self.best = self.last_eval
         line = json.dumps({"step": self.step, "eval": {k: json_number(v) for k, v in values.items()}})
         self.best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", line))
+
+    def choose_translate_guides(self) -> None:
+        """Pick the mask-guide radius each generator translates with, on SNAP_IMAGES training images of the
+        domain it translates (:func:`~aggan_cli.networks.choose_translate_guide`): saved in config.json's
+        ``translate`` section, which :func:`~aggan_cli.checkpoint.load_generators` applies. Deterministic
+        (centre crops of fixed images, no random numbers drawn), so training goes on exactly as without it."""
+        if not self.mcfg.mask_guide:
+            self.translate_guide = None
+            return
+        if self.snap_images is None:
+            self.snap_images = {k: (v.to(self.device) if v is not None else None)
+                                for k, v in self._fixed_batch(SNAP_IMAGES).items()}
+        chosen, agreement = {}, {}
+        for direction, name, key in (("a2b", "g_ab", "a"), ("b2a", "g_ba", "b")):
+            radius, agree = choose_translate_guide(self.generator(name), self.snap_images.get(key))
+            chosen[direction] = radius
+            agreement[direction] = {str(r): round(a, 4) for r, a in agree.items()}
+        self.translate_guide = {"mask_guide": chosen, "agreement": agreement}
+
+    @contextlib.contextmanager
+    def translating(self) -> Iterator[None]:
+        """Within: the generators translate with the radius the latest save picked (as ``aggan translate``
+        will); the trained radius is back afterwards."""
+        generators = {"a2b": self.generator("g_ab"), "b2a": self.generator("g_ba")}
+        trained = {direction: g.mask_guide for direction, g in generators.items()}
+        try:
+            if self.translate_guide is not None:
+                for direction, g in generators.items():
+                    g.mask_guide = self.translate_guide["mask_guide"][direction]
+            yield
+        finally:
+            for direction, g in generators.items():
+                g.mask_guide = trained[direction]
 
     def _save_best(self) -> None:
         """Copy the save just made to RUN/best/ (weights and config only: a checkpoint to translate with)."""
@@ -779,6 +819,8 @@ class Trainer:
             extra["eval"] = {k: json_number(v) for k, v in self.last_eval["score"].items()}
         if self.best is not None:
             extra["best"] = {"step": self.best["step"], "quality": json_number(self.best["quality"])}
+        if self.translate_guide is not None:
+            extra["translate"] = self.translate_guide
         return extra
 
     def _restore(self) -> None:

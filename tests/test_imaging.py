@@ -68,3 +68,26 @@ def test_blend_matches_the_torch_path():
     untouched = want.mask == 0
     assert untouched.sum() > 100
     assert np.array_equal(out[untouched], pixels[untouched]) and np.array_equal(ref[untouched], pixels[untouched])
+
+
+@pytest.mark.parametrize("level, changed", [(0.003, False), (0.005, True)])
+def test_a_mask_below_one_level_leaves_the_input_exactly_on_both_paths(level, changed):
+    """Content 250 levels from the input under a mask of 0.003 would still move each pixel by
+    0.75 → 1 level; below 1/255 the blend takes the mask as 0, so the pixel stays exactly as it was (the
+    mask handed back is still the network's). At 0.005 (above 1/255) the mask acts: 1.25 → 1 level."""
+    pixels = np.full((20, 24, 3), 250, np.uint8)
+    item = Prepared(pixels, None, None, None, (20, 24))
+    mask = np.full((1, 20, 24), level, np.float32)
+    content = np.full((3, 20, 24), -1.0, np.float32)                           # black, 250 levels away
+    translator = Translator(AttentionGenerator(ngf=4, n_blocks=1), AttentionGenerator(ngf=4, n_blocks=1), image_size=20)
+    full = torch.from_numpy(pixels).permute(2, 0, 1).float()
+    # (the torch path works in place: give it its own copies)
+    torch_path = translator._compose(item, full, torch.tensor(mask)[None], torch.tensor(content)[None], "a2b")
+    numpy_path = compose(item, mask, content, "a2b")
+    for result in (torch_path, numpy_path):
+        out = np.asarray(result.image, np.int16)
+        assert np.allclose(result.mask, level)  # the mask handed back is the network's
+        if changed:
+            assert (out == 249).all()
+        else:
+            assert np.array_equal(out, pixels)

@@ -7,7 +7,8 @@ import torch
 
 from aggan_cli.config import ModelConfig
 from aggan_cli.errors import ConfigError
-from aggan_cli.networks import AGGAN, AttentionGenerator, Discriminator, count_parameters, guided_filter
+from aggan_cli.networks import (AGGAN, SNAP_AGREEMENT, AttentionGenerator, Discriminator, choose_translate_guide,
+                                count_parameters, guided_filter, snap_radii)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
@@ -115,6 +116,55 @@ def test_a_generator_with_the_mask_guide_keeps_eq1(seeded, hw):
     assert torch.equal(g(x).image, x)
     assert count_parameters(g) == count_parameters(AttentionGenerator(ngf=8, n_blocks=1))  # no weights of its own
 
+
+
+class _FixedLogits(torch.nn.Module):
+    """Stands in for a generator's layers: the mask logit it returns is fixed (content 0)."""
+
+    def __init__(self, logit: torch.Tensor) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.logit.expand(len(x), -1, -1, -1), torch.zeros(len(x), 3, *x.shape[-2:])], 1)
+
+
+def _generator_with(logit: torch.Tensor) -> AttentionGenerator:
+    g = AttentionGenerator(ngf=4, n_blocks=0, mask_guide=3)
+    g.net = _FixedLogits(logit)
+    return g
+
+
+def test_translating_takes_the_widest_guide_that_keeps_the_mask_and_no_wider():
+    """Two hand-made edits. A red square whose mask spills two pixels over its edge (a recolour's halo):
+    the wider guides snap the mask onto the square and still agree with the trained radius's mask, so
+    the widest (8) is taken, and its mask leaves the background alone. A 10×10 patch in a flat grey image
+    (a grin drawn on skin, no edge to follow): a wider window averages the patch away, so the trained
+    radius stays. A generator whose masks are all shut, or trained without a guide, keeps its radius."""
+    assert snap_radii(3) == (3, 4, 6, 8) and snap_radii(1) == (1, 2, 3) and snap_radii(0) == (0,)
+    images = torch.full((2, 3, 48, 48), -0.2)
+    images[:, :, 12:36, 12:36] = torch.tensor([0.9, -0.8, -0.8]).view(1, 3, 1, 1)
+    spill = torch.full((1, 1, 48, 48), -6.0)
+    spill[:, :, 10:38, 10:38] = 6.0                      # the 24×24 square and two pixels of halo around it
+    outside = torch.ones(48, 48, dtype=torch.bool)
+    outside[12:36, 12:36] = False
+    g = _generator_with(spill)
+    before = g(images).mask[0, 0][outside]
+    assert (before > 0.5).sum() > 50                     # the trained radius keeps most of the halo
+    radius, agreement = choose_translate_guide(g, images)
+    assert radius == 8 and min(agreement.values()) >= SNAP_AGREEMENT and agreement[3] == 1.0
+    g.mask_guide = radius
+    after = g(images).mask[0, 0][outside]
+    assert (after > 0.5).sum() == 0 and after.mean() < 0.3 * before.mean()  # the halo is gone
+    flat = torch.full((2, 3, 48, 48), -0.2)
+    patch = torch.full((1, 1, 48, 48), -6.0)
+    patch[:, :, 19:29, 19:29] = 6.0
+    radius, agreement = choose_translate_guide(_generator_with(patch), flat)
+    assert radius == 3 and agreement[4] < SNAP_AGREEMENT
+    assert choose_translate_guide(_generator_with(torch.full((1, 1, 48, 48), -6.0)), images)[0] == 3
+    unguided = _generator_with(spill)
+    unguided.mask_guide = 0
+    assert choose_translate_guide(unguided, images) == (0, {})
 
 
 def test_the_resize_decoder_keeps_the_shapes_and_the_weights_count_and_has_no_checkerboard(seeded):

@@ -463,7 +463,7 @@ def test_the_blocker_does_block_torch(tmp_path):
 
 
 def test_the_docs_example_translates_with_onnxruntime_numpy_and_pillow_alone(demo_export, tmp_path):
-    """docs/deploy.md's 15-line example, run as it is written, with torch and aggan blocked."""
+    """docs/deploy.md's example, run as it is written, with torch and aggan blocked."""
     text = (Path(__file__).parents[1] / "docs" / "deploy.md").read_text(encoding="utf-8")
     example = text.split("## Without aggan: onnxruntime, numpy and Pillow", 1)[1].split("```python\n", 1)[1]
     example = example.split("```", 1)[0]

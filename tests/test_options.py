@@ -218,6 +218,40 @@ def test_the_mask_guide_is_on_for_new_runs_and_off_for_checkpoints_saved_before_
     assert json.loads(config.read_text())["model"]["mask_guide"] == 0
 
 
+def test_each_save_picks_the_guide_to_translate_with_and_translating_uses_it(tmp_path, monkeypatch):
+    """config.json's ``translate`` section holds the radius each direction translates with and the agreement
+    behind it; load_generators (so translate, evaluate and export) applies it, a run without the section
+    translates with the trained radius, and a damaged one is refused in one line."""
+    from aggan_cli.checkpoint import load_generators
+    from aggan_cli.networks import snap_radii
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "2", "--save-every", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "runs" / "smile" / "config.json"
+    saved = json.loads(config.read_text())
+    section = saved["translate"]
+    assert set(section["mask_guide"]) == set(section["agreement"]) == {"a2b", "b2a"}
+    for direction in ("a2b", "b2a"):
+        assert section["mask_guide"][direction] in snap_radii(3)
+        assert set(section["agreement"][direction]) == {str(r) for r in snap_radii(3)}
+    assert "| mask_guide when translating | a2b " in (config.parent / "README.md").read_text()  # the model card
+    saved["translate"]["mask_guide"] = {"a2b": 6, "b2a": 4}
+    config.write_text(json.dumps(saved))
+    g_ab, g_ba, _ = load_generators(config.parent)
+    assert (g_ab.mask_guide, g_ba.mask_guide) == (6, 4)
+    del saved["translate"]
+    config.write_text(json.dumps(saved))
+    assert load_generators(config.parent)[0].mask_guide == saved["model"]["mask_guide"] == 3
+    saved["translate"] = {"mask_guide": {"a2b": "wide", "b2a": 3}}
+    config.write_text(json.dumps(saved))
+    photo = shutil.copy(next(a.iterdir()), tmp_path / "photo.png")
+    result = runner.invoke(app, ["translate", str(photo), "--ckpt", str(config.parent), "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, "config.json", "translate section", "a2b", "'wide'")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_cycle_ramp_is_kept_on_resume_and_off_for_runs_saved_before_it_existed(tmp_path, monkeypatch):
     """--cycle-ramp is a training option like any other: --resume goes on with it. A config.json written
     before the option existed describes a run trained with a constant cycle weight: it reads as off,

@@ -99,6 +99,26 @@ def test_the_median_background_is_the_typical_scene_and_the_pooled_one_the_whole
     assert result.background_psnr_median == pytest.approx(20 * math.log10(255))
 
 
+def test_the_background_splits_into_the_rim_within_four_pixels_and_the_rest():
+    """A 10×10 region's background within 4 px (8-connected) is the 18×18 ring around it; paint one pixel
+    two away from the region and one in the far corner: each figure sees only its own."""
+    source, twin, region = _scene()
+    output = twin.copy()
+    output[6, 12] = 255 - output[6, 12]      # two pixels above the region: the rim
+    result = score([source], [output], twins=[twin], regions=[region])
+    near_count, far_count = 18 * 18 - 100, 32 * 32 - 18 * 18
+    error = float(((output[6, 12].astype(float) - source[6, 12]) ** 2).sum())
+    assert result.background_psnr_near == pytest.approx(10 * math.log10(255**2 * near_count * 3 / error))
+    assert result.background_psnr_far == math.inf
+    output = twin.copy()
+    output[31, 31] = 255 - output[31, 31]    # the far corner
+    result = score([source], [output], twins=[twin], regions=[region])
+    error = float(((output[31, 31].astype(float) - source[31, 31]) ** 2).sum())
+    assert result.background_psnr_near == math.inf
+    assert result.background_psnr_far == pytest.approx(10 * math.log10(255**2 * far_count * 3 / error))
+    assert result.background_psnr == pytest.approx(10 * math.log10(255**2 * (32 * 32 - 100) * 3 / error))
+
+
 def test_a_changed_pixel_under_a_zero_mask_is_caught():
     source, twin, region = _scene()
     output = source.copy()
