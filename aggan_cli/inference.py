@@ -154,7 +154,8 @@ class Translator(TranslatorBase):
         c = _resize(content, size)[0].clamp_(-1.0, 1.0).add_(1.0).mul_(127.5)     # (3, H, W) in [0, 255]
         content_image = _to_pil(c.round().to(torch.uint8))
         # In place, on 12-MP photos every full-size temporary costs tens of milliseconds.
-        out = c.sub_(full).mul_(m.masked_fill(m < UNATTENDED, 0.0)).add_(full).round_().clamp_(0, 255).to(torch.uint8)  # x + m · (c − x)
+        blend = m.masked_fill(m < UNATTENDED, 0.0)                                  # below one level: 0
+        out = c.sub_(full).mul_(blend).add_(full).round_().clamp_(0, 255).to(torch.uint8)  # x + m · (c − x)
         return finish(item, _to_pil(out), m[0].cpu().numpy(), content_image, direction)
 
     def _is_out_of_memory(self, exc: Exception) -> bool:

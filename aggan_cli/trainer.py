@@ -749,7 +749,8 @@ class Trainer:
         if self.evaluator is None or (self.last_eval is not None and self.last_eval["step"] == self.step):
             return
         with self.translating():
-            score, _ = self.evaluator(self.generator("g_ab"), image_size=self.mcfg.image_size, device=self.device)
+            score, _ = self.evaluator(self.generator("g_ab"), image_size=self.mcfg.image_size,
+                                      device=self.device)
         values = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in score.to_dict().items()}
         self.last_eval = {"step": self.step, "score": values, "quality": score.quality()}
         if _better(score.quality(), None if self.best is None else self.best["quality"]):
