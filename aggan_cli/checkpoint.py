@@ -602,14 +602,20 @@ def load_state_dict_strict(module: nn.Module, tensors: Mapping[str, Tensor], pre
     module.load_state_dict(own, strict=True, assign=assign)
 
 
-def load_generators(path: str | Path, device: str | torch.device = "cpu"):
+def load_generators(path: str | Path, device: str | torch.device = "cpu", *, mask_guide: str | int = "auto"):
     """Rebuild ``g_ab`` and ``g_ba`` from a checkpoint, in eval mode on ``device``.
+
+    ``mask_guide``: the guide radius each generator translates with: ``"auto"`` (what training picked,
+    :func:`translate_guide`), ``"trained"`` (the radius it was trained with) or a number of pixels (0 = off).
 
     Returns ``(g_ab, g_ba, checkpoint)``. Extra keys other than ``g_ab.*``/``g_ba.*`` are an error.
     The networks are built on the ``meta`` device (no memory) and checked against the weight file's
     shapes before the file's own tensors become their parameters, so a config.json that asks for a
     huge network (``n_blocks: 100000000``, ``ngf: 1000000000``) costs nothing before it is refused.
     """
+    from .config import parse_mask_guide
+
+    choice = parse_mask_guide(mask_guide)
     ckpt = load_run(path)
     stray = sorted(k for k in ckpt.generators if not k.startswith(("g_ab.", "g_ba.")))
     if stray:
@@ -618,20 +624,23 @@ def load_generators(path: str | Path, device: str | torch.device = "cpu"):
     for name in ("g_ab", "g_ba"):
         g = _generator_on_meta(ckpt, name)
         load_state_dict_strict(g, ckpt.generators, name, ckpt.weights_path, assign=True)
-        g.mask_guide = translate_guide(ckpt, name)
+        g.mask_guide = translate_guide(ckpt, name, choice)
         nets.append(g.to(device).eval())
     return nets[0], nets[1], ckpt
 
 
-def translate_guide(ckpt: RunCheckpoint, name: str) -> int:
-    """The mask-guide radius generator ``name`` translates with: what training picked for it (config.json's
-    ``translate`` section, see trainer.choose_translate_guides), or, in a run saved before that existed or
-    trained without a guide, the radius it was trained with."""
+def translate_guide(ckpt: RunCheckpoint, name: str, choice: str | int = "auto") -> int:
+    """The mask-guide radius generator ``name`` translates with. ``choice`` ``"auto"``: what training picked
+    for it (config.json's ``translate`` section, see trainer.choose_translate_guides), or, in a run saved
+    before that existed or trained without a guide, the radius it was trained with; ``"trained"``: that
+    radius; a number: that radius (0 = off), whatever the model was trained with."""
     from .config import MAX_MASK_GUIDE
 
+    if type(choice) is int:
+        return choice
     trained = ckpt.model_config.mask_guide
     section = ckpt.config.get("translate")
-    if section is None or not trained:
+    if choice == "trained" or section is None or not trained:
         return trained
     direction = {"g_ab": "a2b", "g_ba": "b2a"}[name]
     radii = section.get("mask_guide") if isinstance(section, dict) else None

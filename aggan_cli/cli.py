@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand
 
 from . import __version__
-from .config import DATA, MODEL, PANELS, RUNTIME, all_fields
+from .config import DATA, MASK_GUIDE_HELP, MODEL, PANELS, RUNTIME, all_fields
 from .errors import AgganError
 
 app = typer.Typer(
@@ -283,6 +283,7 @@ def translate(
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
     print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
+    mask_guide: Annotated[str, typer.Option(metavar="auto|trained|N", help=MASK_GUIDE_HELP)] = "auto",
 ) -> None:
     """Translate images with a trained checkpoint; outputs keep each input's exact size.
 
@@ -294,7 +295,7 @@ def translate(
         code = run_translate_command(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=False, suffix=suffix,
-            print0=print0, backend=backend.value, threads=threads,
+            print0=print0, backend=backend.value, threads=threads, mask_guide=mask_guide,
         )
     raise typer.Exit(code)
 
@@ -324,6 +325,7 @@ def export_masks(
     backend: Annotated[Backend, typer.Option(envvar="AGGAN_BACKEND", help=_BACKEND_HELP)] = Backend.torch,
     print0: Annotated[bool, typer.Option("--print0", help="End each printed path with a NUL byte instead of a newline (for xargs -0); without it, line breaks in names are printed escaped (\\n).")] = False,
     threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
+    mask_guide: Annotated[str, typer.Option(metavar="auto|trained|N", help=MASK_GUIDE_HELP)] = "auto",
 ) -> None:
     """Write the attention masks that show where the model chose to edit.
 
@@ -337,7 +339,7 @@ def export_masks(
             inputs, ckpt=ckpt, direction=direction.value, out=out, size=size, batch_size=batch_size,
             device=device, precision=precision.value, offline=offline, quiet=quiet, masks=True,
             overlay=overlay, content=content, threshold=threshold, mask_format=format.value, suffix=suffix,
-            print0=print0, backend=backend.value, threads=threads,
+            print0=print0, backend=backend.value, threads=threads, mask_guide=mask_guide,
         )
     raise typer.Exit(code)
 
@@ -358,6 +360,7 @@ def export(
     out: Annotated[Optional[Path], typer.Option(help="Output folder \\[default: RUN/onnx/ for a run; CACHE/onnx/NAME-SHA12/ for a bundled or downloaded checkpoint, CACHE being AGGAN_HOME or the user cache folder].", show_default=False)] = None,
     direction: Annotated[ExportDirection, typer.Option(help="Export both generators, or only a2b (g_ab.onnx) or b2a (g_ba.onnx).")] = ExportDirection.both,
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints (also: HF_HUB_OFFLINE=1).")] = False,
+    mask_guide: Annotated[str, typer.Option(metavar="auto|trained|N", help=MASK_GUIDE_HELP + " The radius becomes part of the exported network.")] = "auto",
 ) -> None:
     """Export a checkpoint's generators to ONNX, for onnxruntime and other runtimes (needs aggan\\[onnx]).
 
@@ -369,7 +372,7 @@ def export(
     with user_errors():
         from .export_cli import run_export_command
 
-        run_export_command(ckpt, out=out, direction=direction.value, offline=offline)
+        run_export_command(ckpt, out=out, direction=direction.value, offline=offline, mask_guide=mask_guide)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +392,7 @@ def evaluate(
     offline: Annotated[bool, typer.Option("--offline", help="Use only local and cached checkpoints.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
     worst: Annotated[int, typer.Option(min=0, help="Also list the N images whose background changed most, with each one's share of the background error: where the model edits what it should not.")] = 0,
+    mask_guide: Annotated[str, typer.Option(metavar="auto|trained|N", help=MASK_GUIDE_HELP)] = "auto",
 ) -> None:
     """Score a checkpoint against ground truth: perfect translations (--twins) and/or true change regions (--masks).
 
@@ -402,7 +406,7 @@ def evaluate(
 
         run_evaluate_command(inputs, ckpt=ckpt, twins=twins, masks=masks, direction=direction.value, size=size,
                              device=device, precision=precision.value, offline=offline, as_json=json_,
-                             worst=worst)
+                             worst=worst, mask_guide=mask_guide)
 
 
 # ---------------------------------------------------------------------------------------------

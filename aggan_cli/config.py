@@ -456,3 +456,21 @@ def saved_options(config: Mapping[str, Any], path: Path) -> tuple[dict[str, Any]
                 continue
             options[key] = checked(f, value, f"{path}: {section}.{key}")
     return options, ignored
+
+
+MASK_GUIDE_CHOICES = ("auto", "trained")
+MASK_GUIDE_HELP = ("The mask guide's radius when translating: auto (what training picked for this model, in its "
+                   "config.json), trained (the radius it was trained with), or N pixels (0 = off). See "
+                   "docs/training.md, \"A wider guide to translate with\".")
+
+
+def parse_mask_guide(value: str | int) -> str | int:
+    """``--mask-guide``: ``"auto"``, ``"trained"`` or a whole number of pixels from 0 to MAX_MASK_GUIDE."""
+    if isinstance(value, str) and value.strip().lower() in MASK_GUIDE_CHOICES:
+        return value.strip().lower()
+    text = value.strip() if isinstance(value, str) else value
+    radius = int(text) if isinstance(text, str) and text.isascii() and text.isdigit() else text
+    if type(radius) is not int or not 0 <= radius <= MAX_MASK_GUIDE:
+        raise ConfigError(f"--mask-guide must be auto, trained or a whole number of pixels from 0 to "
+                          f"{MAX_MASK_GUIDE}, got {value!r}")
+    return radius

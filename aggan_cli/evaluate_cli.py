@@ -19,10 +19,11 @@ from .errors import ConfigError, DataError
 
 def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, masks: Path | None, direction: str,
                          size: str, device: str, precision: str, offline: bool, as_json: bool,
-                         worst: int = 0) -> dict[str, Any]:
+                         worst: int = 0, mask_guide: str | int = "auto") -> dict[str, Any]:
     from rich.console import Console
     from rich.markup import escape
 
+    from .config import parse_mask_guide
     from .inference import Translator, parse_size
     from .scoring import Evaluator, json_number
     from .translate_cli import collect_inputs
@@ -35,6 +36,7 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
         if folder is not None and not folder.is_dir():
             raise DataError(f"{flag} {folder} is not a folder")
     parse_size(size)
+    mask_guide = parse_mask_guide(mask_guide)
     found = collect_inputs(inputs)
     if found.missing:
         pattern, reason = found.missing[0]
@@ -43,12 +45,13 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
         raise DataError(f"no images found in {', '.join(repr(p) for p in inputs)}")
     evaluator = Evaluator.from_files(found.files, twins_dir=twins, masks_dir=masks)  # checked before the model loads
     translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                 offline=offline)
+                                 offline=offline, mask_guide=mask_guide)
     count = len(evaluator.sources)
     console.print(f"evaluating [bold]{escape(translator.label())}[/] with {escape(str(translator.checkpoint.path))} "
-                  f"on {count} image{'s' * (count != 1)}")
+                  f"({translator.describe_guide()}) on {count} image{'s' * (count != 1)}")
     result, translations = evaluator.run(translator, direction=direction)
-    report = {"checkpoint": str(translator.checkpoint.path), "direction": direction, **result.to_dict()}
+    report = {"checkpoint": str(translator.checkpoint.path), "direction": direction,
+              "mask_guide": translator.mask_guide(direction), **result.to_dict()}
     rows = evaluator.worst(translations, worst) if worst else None
     if as_json:
         shown = {k: json_number(v) for k, v in report.items()}

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write_bytes, load_generators
+from .config import parse_mask_guide
 from .errors import ConfigError, ExportError, os_reason
 from .imaging import STRIDE, padded_size
 from .onnx_backend import INPUT_NAME, INSTALL_HINT, ONNX_FILES, OUTPUT_NAMES, ExportInfo, default_export_dir
@@ -57,18 +58,20 @@ class ExportResult:
     checkpoint: Path             # the run folder they came from
     step: int
     max_difference: float        # the largest |Δ| between onnxruntime and PyTorch in the checks
+    mask_guide: dict[str, int]   # each exported direction's mask-guide radius in pixels (0 = none)
 
 
 def export_onnx(ckpt: str | os.PathLike, *, out: str | os.PathLike | None = None, direction: str = "both",
                 runs_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                offline: bool = False) -> ExportResult:
+                offline: bool = False, mask_guide: str | int = "auto") -> ExportResult:
     """Export ``ckpt`` (anything ``--ckpt`` accepts) to ``out`` (default: see
-    :func:`~aggan_cli.onnx_backend.default_export_dir`) as ``g_ab.onnx`` and/or ``g_ba.onnx``."""
+    :func:`~aggan_cli.onnx_backend.default_export_dir`) as ``g_ab.onnx`` and/or ``g_ba.onnx``.
+    ``mask_guide``: the guide radius built into the graph, as :meth:`Translator.load` takes it."""
     if direction not in DIRECTION_CHOICES:
         raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
     ort = require_exporter()
     path = resolve_checkpoint(os.fspath(ckpt), runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
-    g_ab, g_ba, run = load_generators(path, "cpu")
+    g_ab, g_ba, run = load_generators(path, "cpu", mask_guide=parse_mask_guide(mask_guide))
     sha = sha256_of(run.weights_path)
     out_dir = Path(out).expanduser() if out is not None else default_export_dir(run.path, sha, cache_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -78,7 +81,7 @@ def export_onnx(ckpt: str | os.PathLike, *, out: str | os.PathLike | None = None
     for d in ("a2b", "b2a") if direction == "both" else (direction,):
         info = ExportInfo(path=out_dir / ONNX_FILES[d], direction=d, domains=run.domains,
                           image_size=run.model_config.image_size, step=run.step, checkpoint_sha256=sha,
-                          model=run.model_config.to_dict())
+                          model=run.model_config.to_dict(), mask_guide=generators[d].mask_guide)
         model = to_onnx(generators[d], info)
         worst = max(worst, _check(ort, model, generators[d], info))
         try:
@@ -87,7 +90,8 @@ def export_onnx(ckpt: str | os.PathLike, *, out: str | os.PathLike | None = None
             raise ExportError(f"cannot write {info.path}: {os_reason(exc)}; pass --out to a folder you can "
                               f"write to") from None
         written.append(info.path)
-    return ExportResult(files=written, checkpoint=run.path, step=run.step, max_difference=worst)
+    guides = {d: generators[d].mask_guide for d in (("a2b", "b2a") if direction == "both" else (direction,))}
+    return ExportResult(files=written, checkpoint=run.path, step=run.step, max_difference=worst, mask_guide=guides)
 
 
 def require_exporter():

@@ -332,6 +332,17 @@ class TranslatorBase:
         a, b = self.domains
         return f"{a} → {b}" if (direction or self.direction) == "a2b" else f"{b} → {a}"
 
+    def mask_guide(self, direction: str | None = None) -> int | None:
+        """The mask guide's radius in pixels for ``direction`` (0 = off), or None where it is not known."""
+        return None
+
+    def describe_guide(self, direction: str | None = None) -> str:
+        """``"mask guide 4 px"``, ``"no mask guide"``, or "" where the backend does not know it."""
+        radius = self.mask_guide(direction)
+        if radius is None:
+            return ""
+        return f"mask guide {radius} px" if radius else "no mask guide"
+
     def describe_size(self) -> str:
         if self.size == "native":
             return "native (the network at full resolution)"

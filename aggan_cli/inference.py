@@ -89,29 +89,36 @@ class Translator(TranslatorBase):
     def load(cls, ckpt: str | os.PathLike, *, direction: str = "a2b", size: str | int = "auto", device: str = "auto",
              precision: str = "auto", runs_dir: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, offline: bool = False,
-             backend: str = "torch") -> "TranslatorBase":
+             backend: str = "torch", mask_guide: str | int = "auto") -> "TranslatorBase":
         """Load a checkpoint once. ``ckpt`` follows ``--ckpt``'s rules: a path, a run name under the runs
         dir, a cached or bundled name, or a Hugging Face Hub ``ORG/REPO``.
+
+        ``mask_guide``: the mask guide's radius: ``"auto"`` (what training picked for the model),
+        ``"trained"`` (the radius it was trained with) or a number of pixels (0 = off).
 
         ``backend="onnxruntime"`` returns an :class:`~aggan_cli.onnx_backend.OnnxTranslator` for the files
         ``aggan export`` wrote (same results; see docs/deploy.md)."""
         from .checkpoint import load_generators
         from .weights import resolve_checkpoint
 
+        from .config import parse_mask_guide
+
         if backend == "onnxruntime":
             from .onnx_backend import OnnxTranslator
 
             return OnnxTranslator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                       runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
+                                       runs_dir=runs_dir, cache_dir=cache_dir, offline=offline,
+                                       mask_guide=mask_guide)
         if backend != "torch":
             raise ConfigError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
 
         check_direction(direction)
+        mask_guide = parse_mask_guide(mask_guide)
         size = parse_size(size)
         path = resolve_checkpoint(os.fspath(ckpt), runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
-        g_ab, g_ba, run = load_generators(path, dev)
+        g_ab, g_ba, run = load_generators(path, dev, mask_guide=mask_guide)
         if run.model_config.image_size > MAX_SIZE:  # --size auto would run the network at that short side
             raise CheckpointError(f"{run.path / 'config.json'} says image_size {run.model_config.image_size}, "
                                   f"more than the {MAX_SIZE}-pixel maximum aggan translates at; the checkpoint is "
@@ -125,6 +132,10 @@ class Translator(TranslatorBase):
 
     def describe_device(self) -> str:
         return describe_device(self.device)
+
+    def mask_guide(self, direction: str | None = None) -> int | None:
+        """The mask guide's radius in pixels the generator for ``direction`` translates with (0 = off)."""
+        return self.generators[check_direction(direction or self.direction)].mask_guide
 
     @torch.inference_mode()
     def _forward_and_compose(self, items: list[Prepared], direction: str) -> list[Translation]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .config import MAX_MASK_GUIDE
 from .errors import CheckpointError, ConfigError, DeviceError, WeightsError
 from .imaging import (MAX_SIZE, STRIDE, Prepared, Translation, TranslatorBase, check_direction, compose,
                       pad_planes, padded_size, parse_size, resize_planes)
@@ -56,6 +57,13 @@ class ExportInfo:
     checkpoint_sha256: str      # of the model.safetensors it was exported from
     model: dict[str, Any]       # the checkpoint's model config (ngf, n_blocks, norm, ...)
     aggan_version: str = __version__
+    mask_guide: int | None = None  # the mask guide's radius inside the graph (None: an export from before it
+                                   # was recorded, which carries the trained radius, model["mask_guide"])
+
+    @property
+    def guide_radius(self) -> int:
+        """The mask guide's radius in pixels that this file's graph applies (0 = none)."""
+        return self.mask_guide if self.mask_guide is not None else int(self.model.get("mask_guide", 0))
 
     def to_metadata(self) -> dict[str, str]:
         a, b = self.domains
@@ -74,6 +82,7 @@ class ExportInfo:
             "aggan.checkpoint_sha256": self.checkpoint_sha256,
             "aggan.checkpoint_step": str(self.step),
             "aggan.model": json.dumps(self.model, sort_keys=True),
+            **({"aggan.mask_guide": str(self.mask_guide)} if self.mask_guide is not None else {}),
         }
 
     @classmethod
@@ -90,13 +99,17 @@ class ExportInfo:
                        domains=(meta["aggan.domain_a"], meta["aggan.domain_b"]),
                        image_size=int(meta["aggan.image_size"]), step=int(meta["aggan.checkpoint_step"]),
                        checkpoint_sha256=meta["aggan.checkpoint_sha256"], model=json.loads(meta["aggan.model"]),
-                       aggan_version=meta["aggan.version"])
+                       aggan_version=meta["aggan.version"],
+                       mask_guide=int(meta["aggan.mask_guide"]) if "aggan.mask_guide" in meta else None)
         except (KeyError, ValueError, RecursionError) as exc:  # ConfigError (a bad direction) is a ValueError too
             raise CheckpointError(f"{path} has damaged aggan metadata ({str(exc)[:200]}); export it again with "
                                   f"`aggan export`") from None
         if not 8 <= info.image_size <= MAX_SIZE:  # --size auto would run the network at that short side
             raise CheckpointError(f"{path} says aggan.image_size {info.image_size}, outside the 8 to {MAX_SIZE} "
                                   f"pixels aggan translates at; the export is damaged: export it again")
+        if info.mask_guide is not None and not 0 <= info.mask_guide <= MAX_MASK_GUIDE:
+            raise CheckpointError(f"{path} says aggan.mask_guide {info.mask_guide}, outside 0 to {MAX_MASK_GUIDE} "
+                                  f"pixels; the export is damaged: export it again")
         if meta.get("aggan.normalisation", NORMALISATION) != NORMALISATION:
             raise CheckpointError(f"{path} expects inputs scaled as {meta['aggan.normalisation']!r}, which this "
                                   f"aggan does not know; upgrade: pip install -U aggan")
@@ -202,9 +215,15 @@ class OnnxTranslator(TranslatorBase):
 
     def __init__(self, files: dict[str, Path], *, direction: str = "a2b", size: str | int = "auto",
                  providers: list[str] | None = None, threads: int | None = None,
-                 expected_sha256: str | None = None, source: str | None = None) -> None:
+                 expected_sha256: str | None = None, source: str | None = None,
+                 mask_guide: str | int = "auto") -> None:
         """``files``: the .onnx file of each direction available. ``expected_sha256``: the digest of the
-        checkpoint whose export this must be (``source`` names it in the error when it is not)."""
+        checkpoint whose export this must be (``source`` names it in the error when it is not).
+        ``mask_guide``: ``"auto"`` takes the radius the export carries; ``"trained"`` or a number must be
+        what it carries (the guide is part of the exported graph: ``aggan export --mask-guide``)."""
+        from .config import parse_mask_guide
+
+        self.wanted_guide = parse_mask_guide(mask_guide)
         self._ort = _onnxruntime()
         self.providers = providers or ["CPUExecutionProvider"]
         self.threads = threads
@@ -225,7 +244,7 @@ class OnnxTranslator(TranslatorBase):
     def load(cls, ckpt: str | os.PathLike, *, direction: str = "a2b", size: str | int = "auto", device: str = "auto",
              precision: str = "auto", runs_dir: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, offline: bool = False,
-             threads: int | None = None) -> "OnnxTranslator":
+             threads: int | None = None, mask_guide: str | int = "auto") -> "OnnxTranslator":
         """Load an export: ``ckpt`` is an export folder, an ``.onnx`` file, or a checkpoint (run folder, run
         name, bundled or cached name) exported with ``aggan export``. ``threads``: onnxruntime's intra-op
         threads (default: one per physical core). ``offline`` is accepted for symmetry with
@@ -242,7 +261,7 @@ class OnnxTranslator(TranslatorBase):
         else:
             files = {d: where / name for d, name in ONNX_FILES.items() if (where / name).is_file()}
         return cls(files, direction=direction, size=size, providers=providers, threads=threads,
-                   expected_sha256=sha, source=os.fspath(ckpt))
+                   expected_sha256=sha, source=os.fspath(ckpt), mask_guide=mask_guide)
 
     # -- sessions
 
@@ -266,8 +285,23 @@ class OnnxTranslator(TranslatorBase):
             raise CheckpointError(f"{path} was exported from an earlier save of {self.source} (step {info.step}); "
                                   f"export again with: aggan export {self.source} (or pass --ckpt {path.parent} "
                                   f"to use the old export as it is)")
+        self._check_guide(path, info)
         self._sessions[direction], self.info[direction] = session, info
         return info
+
+    def _check_guide(self, path: Path, info: ExportInfo) -> None:
+        """A ``mask_guide`` other than ``"auto"`` must be the radius the export's graph carries."""
+        wanted = self.wanted_guide
+        if wanted == "auto":
+            return
+        radius = int(info.model.get("mask_guide", 0)) if wanted == "trained" else wanted
+        if radius != info.guide_radius:
+            raise ConfigError(f"{path} was exported with mask guide {info.guide_radius} px, not {radius} "
+                              f"(--mask-guide {wanted}): the guide is part of the exported network; export it "
+                              f"with `aggan export CKPT --mask-guide {wanted}`, or translate with --backend torch")
+
+    def mask_guide(self, direction: str | None = None) -> int | None:
+        return self._open(check_direction(direction or self.direction)).guide_radius
 
     # -- description
 

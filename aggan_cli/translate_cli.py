@@ -351,16 +351,29 @@ class Writes:
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until the block is done (they are delivered on leaving it), so that a few
-    statements that must happen together do. Only the main thread receives them; elsewhere a no-op."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    statements that must happen together do. Python handlers only run in the main thread; elsewhere a no-op.
+
+    Blocking the signals (``pthread_sigmask``) is not enough: it holds them off the main thread only,
+    and the kernel then hands the signal to another thread (a writer, a decoder), whose C-level handler
+    still makes the main thread run the Python handler inside the block (a path printed twice, under
+    load). So the Python handlers themselves wait: inside the block a signal is only noted, and raised
+    again once the previous handlers are back."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    noted: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):
+            previous[sig] = signal.signal(sig, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(noted):
+            signal.raise_signal(sig)  # now the previous handler runs (or the default action ends the process)
 
 
 class Terminated(KeyboardInterrupt):
@@ -393,15 +406,18 @@ def run_translate_command(inputs: list[str], *, ckpt: str | None, direction: str
                           batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
                           masks: bool, overlay: bool = True, content: bool = False,
                           threshold: float | None = None, mask_format: str = "png", suffix: str = "",
-                          print0: bool = False, backend: str = "torch", threads: int | None = None) -> int:
+                          print0: bool = False, backend: str = "torch", threads: int | None = None,
+                          mask_guide: str | int = "auto") -> int:
     """Run ``translate`` (``masks=False``) or ``export-masks``; return the exit code (1 if any input
     failed, 143 after SIGTERM). ``ckpt=None`` (no ``--ckpt``) uses the bundled demo model, and says so.
 
     ``backend="onnxruntime"`` runs exported ONNX files and never imports torch (docs/deploy.md).
-    ``threads``: CPU threads (None: PyTorch's follow the machine's load, onnxruntime keeps its own)."""
+    ``threads``: CPU threads (None: PyTorch's follow the machine's load, onnxruntime keeps its own).
+    ``mask_guide``: the mask guide's radius, ``"auto"``, ``"trained"`` or pixels (docs/translate.md)."""
     from rich.console import Console
     from rich.markup import escape
 
+    from .config import parse_mask_guide
     from .imaging import check_threshold, parse_size
     from .weights import DEFAULT_CHECKPOINT, describe_default_checkpoint
 
@@ -411,6 +427,7 @@ def run_translate_command(inputs: list[str], *, ckpt: str | None, direction: str
     if threshold is not None:
         check_threshold(threshold)
     parse_size(size)
+    mask_guide = parse_mask_guide(mask_guide)
     check_suffix(suffix)
     out_dir = out if out is not None else Path("masks" if masks else "translated")
     outputs = _outputs(out_dir, suffix, masks=masks, overlay=overlay, content=content, mask_format=mask_format)
@@ -435,6 +452,7 @@ def run_translate_command(inputs: list[str], *, ckpt: str | None, direction: str
             return _translate_all(console, found, outputs, ckpt=ckpt, direction=direction, size=size,
                                   batch_size=batch_size, device=device, precision=precision, offline=offline,
                                   quiet=quiet, threshold=threshold, backend=backend, threads=threads,
+                                  mask_guide=mask_guide,
                                   echo=lambda paths: echo_paths(paths, print0=print0))
     except Terminated:
         console.print("[bold red]error:[/] terminated (SIGTERM); every file written is listed on stdout")
@@ -458,7 +476,7 @@ def _warn_about_inputs(console, found: Inputs) -> None:
 
 def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direction: str, size: str,
                    batch_size: int, device: str, precision: str, offline: bool, quiet: bool,
-                   threshold: float | None, backend: str, threads: int | None,
+                   threshold: float | None, backend: str, threads: int | None, mask_guide: str | int,
                    echo: Callable[[list[Path]], None]) -> int:
     """Load the model, translate every input, write and report; the exit code."""
     from rich.markup import escape
@@ -469,19 +487,19 @@ def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direc
         from .onnx_backend import OnnxTranslator
 
         translator = OnnxTranslator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                         offline=offline, threads=threads)
+                                         offline=offline, threads=threads, mask_guide=mask_guide)
     else:
         from .device import use_threads
         from .inference import Translator
 
         follow_load = use_threads(threads).adjust  # one thread per core other processes leave free (device.py)
         translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
-                                     offline=offline)
+                                     offline=offline, mask_guide=mask_guide)
     run, total, out_dir = translator.checkpoint, len(found.files), outputs.out_dir
     console.print(f"{'exporting masks' if outputs.command == 'export-masks' else 'translating'}: "
                   f"[bold]{escape(translator.label())}[/] with {escape(str(run.path))} (step {run.step}) on "
                   f"{translator.describe_device()}, {translator.precision}, "
-                  f"size {escape(translator.describe_size())}")
+                  f"size {escape(translator.describe_size())}{_guide_note(translator)}")
     console.print(f"{total} image{'s' * (total != 1)} → {escape(str(out_dir))}{os.sep}")
     names = dict(found.files)
     failed, done = len(found.missing), 0
@@ -512,6 +530,12 @@ def _translate_all(console, found: Inputs, outputs: Outputs, *, ckpt: str, direc
         console.print(f"[bold red]error:[/] {failed} of {total + len(found.missing)} inputs failed (listed above)")
         return 1
     return 0
+
+
+def _guide_note(translator) -> str:
+    """``", mask guide 4 px"`` for the header line ("" where the backend does not know it)."""
+    text = translator.describe_guide()
+    return f", {text}" if text else ""
 
 
 def _outputs(out_dir: Path, suffix: str, *, masks: bool, overlay: bool, content: bool, mask_format: str) -> Outputs:

@@ -313,10 +313,41 @@ def test_an_export_from_an_earlier_save_is_refused_unless_named_directly(trained
     assert old.checkpoint.checkpoint_sha256 == sha256_of(trained["instance"] / "model.safetensors")
 
 
+def test_the_mask_guide_asked_for_is_built_into_the_export_and_checked_when_translating(trained, tmp_path):
+    """``aggan export --mask-guide N`` builds that radius into the graph and records it (aggan.mask_guide);
+    the onnxruntime backend then gives the torch path's masks for the same radius, says the radius, and
+    refuses a --mask-guide the export does not carry. An export from before the record carries the trained
+    radius."""
+    run = trained["instance"]
+    result = aggan("export", run, "--direction", "a2b", "--out", tmp_path / "wide", "--mask-guide", "8")
+    assert result.exit_code == 0, result.output
+    assert "mask guide a2b 8 px" in result.stderr
+    model = onnx.load(tmp_path / "wide" / "g_ab.onnx")
+    assert {p.key: p.value for p in model.metadata_props}["aggan.mask_guide"] == "8"
+    photo = write_rgb(tmp_path / "p.png", (40, 52))
+    wide, narrow = OnnxTranslator.load(tmp_path / "wide"), Translator.load(run, mask_guide=0)
+    assert wide.mask_guide() == 8
+    got, want = wide.translate(photo).mask, Translator.load(run, mask_guide=8).translate(photo).mask
+    assert np.abs(got - want).max() <= MASK_LIMIT
+    assert np.abs(got - narrow.translate(photo).mask).max() > 1e-3  # the radius is in the graph
+    result = aggan("translate", photo, "--ckpt", tmp_path / "wide", "--backend", "onnxruntime", "--mask-guide", "8",
+                   "--out", tmp_path / "out")
+    assert result.exit_code == 0 and "mask guide 8 px" in result.stderr, result.output
+    result = aggan("translate", photo, "--ckpt", tmp_path / "wide", "--backend", "onnxruntime", "--mask-guide",
+                   "trained", "--out", tmp_path / "refused")
+    assert_one_line_error(result, "exported with mask guide 8 px, not 3", "aggan export CKPT --mask-guide trained")
+    assert not (tmp_path / "refused").exists()
+    del model.metadata_props[[p.key for p in model.metadata_props].index("aggan.mask_guide")]
+    onnx.save(model, tmp_path / "g_ab.onnx")  # as exported before the radius was recorded
+    assert OnnxTranslator.load(tmp_path / "g_ab.onnx").mask_guide() == 3
+
+
 @pytest.mark.parametrize("key, value, fragment", [
     ("aggan.image_size", "400000", "aggan.image_size 400000"),  # --size auto would run the network at that
     ("aggan.model", "[" * 100_000 + "]" * 100_000, "damaged aggan metadata"),  # json.loads: RecursionError
-], ids=["huge training size", "deeply nested model"])
+    ("aggan.mask_guide", "99", "aggan.mask_guide 99"),
+    ("aggan.mask_guide", "wide", "damaged aggan metadata"),
+], ids=["huge training size", "deeply nested model", "huge mask guide", "mask guide not a number"])
 def test_an_export_with_hostile_metadata_is_refused_in_one_line(demo_export, tmp_path, key, value, fragment):
     model = onnx.load(demo_export / "g_ab.onnx")
     next(p for p in model.metadata_props if p.key == key).value = value

@@ -252,6 +252,54 @@ def test_each_save_picks_the_guide_to_translate_with_and_translating_uses_it(tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_translate_export_masks_and_evaluate_take_the_guide_radius_asked_for(tmp_path, monkeypatch):
+    """``--mask-guide auto`` (the default) translates with the radius training picked, ``trained`` with the
+    one it was trained with, a number with that radius (0: none); the header line and evaluate's report say
+    which; the masks written are the library's for the same radius, and a wider radius changes them. A bad
+    value is one line naming the option, before anything is written."""
+    import numpy as np
+
+    from aggan_cli import Translator
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "2", *TINY])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "smile"
+    saved = json.loads((run / "config.json").read_text())
+    saved["translate"]["mask_guide"] = {"a2b": 6, "b2a": 4}
+    (run / "config.json").write_text(json.dumps(saved))
+    photo = shutil.copy(next(a.iterdir()), tmp_path / "photo.png")
+    masks = {}
+    for asked, radius, said in (([], 6, "mask guide 6 px"), (["--mask-guide", "trained"], 3, "mask guide 3 px"),
+                                (["--mask-guide", "0"], 0, "no mask guide"), (["--mask-guide", "8"], 8, "mask guide 8 px")):
+        out = tmp_path / f"masks-{radius}"
+        result = runner.invoke(app, ["export-masks", str(photo), "--ckpt", str(run), "--out", str(out),
+                                     "--format", "npy", "--no-overlay", *asked])
+        assert result.exit_code == 0, result.output
+        assert f"{said}\n" in result.stderr, result.stderr
+        masks[radius] = np.load(out / "photo_mask.npy")
+        chosen = asked[1] if asked else "auto"
+        library = Translator.load(run, mask_guide=chosen if chosen in ("auto", "trained") else int(chosen))
+        assert (library.mask_guide(), library.mask_guide("b2a")) == (radius, 4 if not asked else radius)
+        np.testing.assert_allclose(library.translate(photo).mask, masks[radius], atol=1e-6)
+    assert not np.allclose(masks[0], masks[8], atol=1e-3)  # the radius reaches the masks
+    result = runner.invoke(app, ["translate", str(photo), "--ckpt", str(run), "--out", str(tmp_path / "t"),
+                                 "--mask-guide", "4", "--direction", "b2a"])
+    assert result.exit_code == 0 and "mask guide 4 px" in result.stderr, result.output
+    result = runner.invoke(app, ["evaluate", str(photo), "--ckpt", str(run), "--twins", str(tmp_path),
+                                 "--mask-guide", "trained", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mask_guide"] == 3
+    for command in ("translate", "export-masks", "evaluate"):
+        for bad in ("17", "-1", "wide", "3.5"):
+            out = tmp_path / f"bad-{command}"
+            extra = ["--twins", str(tmp_path)] if command == "evaluate" else ["--out", str(out)]
+            result = runner.invoke(app, [command, str(photo), "--ckpt", str(run), "--mask-guide", bad, *extra])
+            assert_one_line_error(result, "--mask-guide", repr(bad))
+            assert not out.exists()
+
+
 def test_the_cycle_ramp_is_kept_on_resume_and_off_for_runs_saved_before_it_existed(tmp_path, monkeypatch):
     """--cycle-ramp is a training option like any other: --resume goes on with it. A config.json written
     before the option existed describes a run trained with a constant cycle weight: it reads as off,

@@ -420,6 +420,39 @@ def test_running_out_of_memory_while_writing_is_one_line_and_reports_what_was_wr
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_the_kernel_hands_to_another_thread_still_waits_for_the_held_block(sig, monkeypatch):
+    """What ``signals_held`` guards (print a path and forget it; start a write and note it) happens whole
+    even when the signal lands on a writer or decoder thread, as the kernel may pick any thread that does
+    not block it: that thread's C handler makes the main thread run the Python handler, which used to
+    raise inside the block (under load a SIGTERM printed one path twice)."""
+    import signal
+    import threading
+    import time
+
+    from aggan_cli.translate_cli import Terminated, signals_held, sigterm_stops_cleanly
+
+    steps: list[object] = []
+    started, finish = threading.Event(), threading.Event()
+    other = threading.Thread(target=lambda: (started.set(), finish.wait(60)))
+    other.start()
+    started.wait()
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised, sigterm_stops_cleanly():
+            with signals_held():
+                signal.pthread_kill(other.ident, getattr(signal, sig))
+                for i in range(100_000):  # many bytecodes, at any of which the handler used to run
+                    steps.append(i)
+                time.sleep(0.05)
+                steps.append("end")
+    finally:
+        finish.set()
+        other.join()
+    assert steps[-1] == "end"
+    assert isinstance(raised.value, Terminated) == (sig == "SIGTERM")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_still_print_every_file_written_and_leave_no_temporary_file(tmp_path, sig):
     import signal
 
