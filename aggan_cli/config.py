@@ -461,7 +461,7 @@ def saved_options(config: Mapping[str, Any], path: Path) -> tuple[dict[str, Any]
 MASK_GUIDE_CHOICES = ("auto", "trained")
 MASK_GUIDE_HELP = ("The mask guide's radius when translating: auto (what training picked for this model, in its "
                    "config.json), trained (the radius it was trained with), or N pixels (0 = off). See "
-                   "docs/training.md, \"A wider guide to translate with\".")
+                   "docs/translate.md.")
 
 
 def parse_mask_guide(value: str | int) -> str | int:
