@@ -393,6 +393,7 @@ def evaluate(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")] = False,
     worst: Annotated[int, typer.Option(min=0, help="Also list the N images whose background changed most, with each one's share of the background error: where the model edits what it should not.")] = 0,
     mask_guide: Annotated[str, typer.Option(metavar="auto|trained|N", help=MASK_GUIDE_HELP)] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, envvar="AGGAN_THREADS", help=_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Score a checkpoint against ground truth: perfect translations (--twins) and/or true change regions (--masks).
 
@@ -406,7 +407,7 @@ def evaluate(
 
         run_evaluate_command(inputs, ckpt=ckpt, twins=twins, masks=masks, direction=direction.value, size=size,
                              device=device, precision=precision.value, offline=offline, as_json=json_,
-                             worst=worst, mask_guide=mask_guide)
+                             worst=worst, mask_guide=mask_guide, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,11 +19,12 @@ from .errors import ConfigError, DataError
 
 def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, masks: Path | None, direction: str,
                          size: str, device: str, precision: str, offline: bool, as_json: bool,
-                         worst: int = 0, mask_guide: str | int = "auto") -> dict[str, Any]:
+                         worst: int = 0, mask_guide: str | int = "auto", threads: int | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.markup import escape
 
     from .config import parse_mask_guide
+    from .device import use_threads
     from .inference import Translator, parse_size
     from .scoring import Evaluator, json_number
     from .translate_cli import collect_inputs
@@ -44,11 +45,13 @@ def run_evaluate_command(inputs: list[str], *, ckpt: str, twins: Path | None, ma
     if not found.files:
         raise DataError(f"no images found in {', '.join(repr(p) for p in inputs)}")
     evaluator = Evaluator.from_files(found.files, twins_dir=twins, masks_dir=masks)  # checked before the model loads
+    use_threads(threads, follow=False)  # as translate's, without following the load: the scores do not depend on it
     translator = Translator.load(ckpt, direction=direction, size=size, device=device, precision=precision,
                                  offline=offline, mask_guide=mask_guide)
     count = len(evaluator.sources)
     console.print(f"evaluating [bold]{escape(translator.label())}[/] with {escape(str(translator.checkpoint.path))} "
-                  f"({translator.describe_guide()}) on {count} image{'s' * (count != 1)}")
+                  f"({translator.describe_guide()}) on {count} image{'s' * (count != 1)}, "
+                  f"{escape(translator.describe_device())}")
     result, translations = evaluator.run(translator, direction=direction)
     report = {"checkpoint": str(translator.checkpoint.path), "direction": direction,
               "mask_guide": translator.mask_guide(direction), **result.to_dict()}

@@ -176,3 +176,20 @@ def test_translate_uses_the_threads_it_is_given(tmp_path, monkeypatch):
                                       "--device", "cpu", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "on cpu (1 thread)" in result.output and (tmp_path / "out" / "photo.png").is_file()
+
+
+def test_evaluate_uses_the_threads_it_is_given(tmp_path):
+    from typer.testing import CliRunner
+
+    from aggan_cli.cli import app
+
+    write_rgb(tmp_path / "in" / "photo.png", (64, 48))
+    write_rgb(tmp_path / "twins" / "photo.png", (64, 48), seed=1)
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "in"), "--ckpt", "demo-smile", "--twins",
+                                          str(tmp_path / "twins"), "--device", "cpu", "--threads", "1", "--json"])
+        assert result.exit_code == 0, result.output
+        assert "cpu (1 thread)" in result.stderr and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
