@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write_bytes, load_generators
-from .config import parse_mask_guide
 from .errors import ConfigError, ExportError, os_reason
 from .imaging import STRIDE, padded_size
 from .onnx_backend import INPUT_NAME, INSTALL_HINT, ONNX_FILES, OUTPUT_NAMES, ExportInfo, default_export_dir
@@ -71,7 +70,7 @@ def export_onnx(ckpt: str | os.PathLike, *, out: str | os.PathLike | None = None
         raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
     ort = require_exporter()
     path = resolve_checkpoint(os.fspath(ckpt), runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
-    g_ab, g_ba, run = load_generators(path, "cpu", mask_guide=parse_mask_guide(mask_guide))
+    g_ab, g_ba, run = load_generators(path, "cpu", mask_guide=mask_guide)
     sha = sha256_of(run.weights_path)
     out_dir = Path(out).expanduser() if out is not None else default_export_dir(run.path, sha, cache_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .config import MAX_MASK_GUIDE
+from .config import MAX_MASK_GUIDE, parse_mask_guide
 from .errors import CheckpointError, ConfigError, DeviceError, WeightsError
 from .imaging import (MAX_SIZE, STRIDE, Prepared, Translation, TranslatorBase, check_direction, compose,
                       pad_planes, padded_size, parse_size, resize_planes)
@@ -221,8 +221,6 @@ class OnnxTranslator(TranslatorBase):
         checkpoint whose export this must be (``source`` names it in the error when it is not).
         ``mask_guide``: ``"auto"`` takes the radius the export carries; ``"trained"`` or a number must be
         what it carries (the guide is part of the exported graph: ``aggan export --mask-guide``)."""
-        from .config import parse_mask_guide
-
         self.wanted_guide = parse_mask_guide(mask_guide)
         self._ort = _onnxruntime()
         self.providers = providers or ["CPUExecutionProvider"]
