@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write_bytes, load_generators
+from .config import parse_mask_guide
 from .errors import ConfigError, ExportError, os_reason
 from .imaging import STRIDE, padded_size
 from .onnx_backend import INPUT_NAME, INSTALL_HINT, ONNX_FILES, OUTPUT_NAMES, ExportInfo, default_export_dir
@@ -68,6 +69,7 @@ def export_onnx(ckpt: str | os.PathLike, *, out: str | os.PathLike | None = None
     ``mask_guide``: the guide radius built into the graph, as :meth:`Translator.load` takes it."""
     if direction not in DIRECTION_CHOICES:
         raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
+    mask_guide = parse_mask_guide(mask_guide)  # a bad value is told before a missing extra
     ort = require_exporter()
     path = resolve_checkpoint(os.fspath(ckpt), runs_dir=runs_dir, cache_dir=cache_dir, offline=offline)
     g_ab, g_ba, run = load_generators(path, "cpu", mask_guide=mask_guide)
