@@ -168,9 +168,10 @@ class AttentionGenerator(nn.Module):
 
 
 # Translating with a wider mask guide than training used (docs/training.md, "A wider guide to translate
-# with"): the widest of these radii (multiples of the trained one) whose masks agree with the trained
-# radius's on the training images, IoU of the masks at 0.5 >= SNAP_AGREEMENT, is what translating uses.
-SNAP_FACTORS = (4 / 3, 2, 8 / 3)  # a trained radius of 3 tries 4, 6 and 8
+# with"): the widest of these radii (multiples of the trained one) whose masks, and those of every
+# narrower one, agree with the trained radius's on the training images (IoU of the masks at 0.5 >=
+# SNAP_AGREEMENT) is what translating uses.
+SNAP_FACTORS = (4 / 3, 2, 8 / 3, 4, 16 / 3)  # a trained radius of 3 tries 4, 6, 8, 12 and 16
 SNAP_AGREEMENT = 0.85
 
 
@@ -185,7 +186,7 @@ def choose_translate_guide(g: "AttentionGenerator", images: Tensor, chunk: int =
     """The mask-guide radius to translate with, and the agreement of each radius tried: the widest radius
     of :func:`snap_radii` whose masks on ``images`` ((N, 3, H, W) in [-1, 1], from the domain ``g``
     translates) agree with those of the radius ``g`` was trained with (IoU of the masks > 0.5, pooled
-    over the images) at least SNAP_AGREEMENT.
+    over the images) at least SNAP_AGREEMENT, as do those of every narrower radius.
 
     Why: a wider window snaps a mask's edge to the input's edge more firmly, which removes the halo
     around an object whose outline the edit follows (a recolour), but where the edit draws a new outline
@@ -210,7 +211,18 @@ def choose_translate_guide(g: "AttentionGenerator", images: Tensor, chunk: int =
         agreement[radius] = float((hard & base).sum()) / union if union else 1.0  # both shut: alike
     if not base.any():
         return trained, agreement
-    return max(r for r, a in agreement.items() if a >= SNAP_AGREEMENT), agreement
+    return widest_agreeing(agreement), agreement
+
+
+def widest_agreeing(agreement: dict[int, float]) -> int:
+    """The widest radius that agrees, as every narrower one does (the narrowest, the trained radius,
+    agrees with itself): a wider radius that agrees again after one that did not is not taken."""
+    chosen = min(agreement)
+    for radius in sorted(agreement):
+        if agreement[radius] < SNAP_AGREEMENT:
+            break
+        chosen = radius
+    return chosen
 
 
 class Discriminator(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from aggan_cli.config import ModelConfig
 from aggan_cli.errors import ConfigError
 from aggan_cli.networks import (AGGAN, SNAP_AGREEMENT, AttentionGenerator, Discriminator, choose_translate_guide,
-                                count_parameters, guided_filter, snap_radii)
+                                count_parameters, guided_filter, snap_radii, widest_agreeing)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
@@ -138,10 +138,11 @@ def _generator_with(logit: torch.Tensor) -> AttentionGenerator:
 def test_translating_takes_the_widest_guide_that_keeps_the_mask_and_no_wider():
     """Two hand-made edits. A red square whose mask spills two pixels over its edge (a recolour's halo):
     the wider guides snap the mask onto the square and still agree with the trained radius's mask, so
-    the widest (8) is taken, and its mask leaves the background alone. A 10×10 patch in a flat grey image
+    the widest (16) is taken, and its mask leaves the background alone. A 10×10 patch in a flat grey image
     (a grin drawn on skin, no edge to follow): a wider window averages the patch away, so the trained
     radius stays. A generator whose masks are all shut, or trained without a guide, keeps its radius."""
-    assert snap_radii(3) == (3, 4, 6, 8) and snap_radii(1) == (1, 2, 3) and snap_radii(0) == (0,)
+    assert snap_radii(3) == (3, 4, 6, 8, 12, 16) and snap_radii(1) == (1, 2, 3, 4, 6) and snap_radii(0) == (0,)
+    assert snap_radii(6) == (6, 8, 12, 16) and snap_radii(16) == (16,)  # no wider than --mask-guide allows
     images = torch.full((2, 3, 48, 48), -0.2)
     images[:, :, 12:36, 12:36] = torch.tensor([0.9, -0.8, -0.8]).view(1, 3, 1, 1)
     spill = torch.full((1, 1, 48, 48), -6.0)
@@ -152,7 +153,7 @@ def test_translating_takes_the_widest_guide_that_keeps_the_mask_and_no_wider():
     before = g(images).mask[0, 0][outside]
     assert (before > 0.5).sum() > 50                     # the trained radius keeps most of the halo
     radius, agreement = choose_translate_guide(g, images)
-    assert radius == 8 and min(agreement.values()) >= SNAP_AGREEMENT and agreement[3] == 1.0
+    assert radius == 16 and min(agreement.values()) >= SNAP_AGREEMENT and agreement[3] == 1.0
     g.mask_guide = radius
     after = g(images).mask[0, 0][outside]
     assert (after > 0.5).sum() == 0 and after.mean() < 0.3 * before.mean()  # the halo is gone
@@ -165,6 +166,16 @@ def test_translating_takes_the_widest_guide_that_keeps_the_mask_and_no_wider():
     unguided = _generator_with(spill)
     unguided.mask_guide = 0
     assert choose_translate_guide(unguided, images) == (0, {})
+
+
+def test_a_wider_radius_is_taken_only_when_every_narrower_one_agrees_too():
+    """Agreement usually falls as the window widens; where it dips and rises again (a mask that a wider
+    window happens to restore), the pick stops at the dip, as it would on a mask it erodes."""
+    low = SNAP_AGREEMENT - 0.01
+    assert widest_agreeing({3: 1.0, 4: 0.97, 6: 0.9, 8: 0.86, 12: 0.8, 16: 0.7}) == 8
+    assert widest_agreeing({3: 1.0, 4: 0.97, 6: low, 8: 0.9, 12: 0.9, 16: 0.9}) == 4
+    assert widest_agreeing({3: 1.0, 4: low, 6: 0.95}) == 3
+    assert widest_agreeing({3: 1.0, 4: 0.99, 6: 0.98, 8: 0.96, 12: 0.92, 16: SNAP_AGREEMENT}) == 16
 
 
 def test_the_resize_decoder_keeps_the_shapes_and_the_weights_count_and_has_no_checkerboard(seeded):
