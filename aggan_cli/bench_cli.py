@@ -17,7 +17,7 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
                       batch_size: int, device: str, precision: str, compile: bool, channels_last: bool | None,
                       repeats: int, warmup: int, only: str, seed: int, as_json: bool, backend: str = "torch",
                       threads: int | None = None, photo_size: int = 1024, upsample: str | None = None,
-                      d_layers: int | None = None, lambda_identity: float | None = None) -> None:
+                      d_layers: int = 3, lambda_identity: float | None = None) -> None:
     from rich.console import Console
 
     from .errors import ConfigError
@@ -26,7 +26,7 @@ def run_bench_command(*, size: int, ngf: int, n_blocks: int, ndf: int, norm: str
     if size > MAX_SIZE:  # checked before anything is allocated: --size 100000 would exhaust memory first
         raise ConfigError(f"--size must be at most {MAX_SIZE} pixels, got {size}")
     model = ModelConfig(ngf=ngf, n_blocks=n_blocks, ndf=ndf, norm=norm, discriminator=discriminator, image_size=size,
-                        d_layers=d_layers,  # None: the depth train builds at this size
+                        d_layers=d_layers,
                         **({"upsample": upsample} if upsample else {}))  # None: the decoder train builds
     what = f"startup on a {photo_size}-px photo, " if only == "startup" else ""
     identity = TrainConfig().lambda_identity if lambda_identity is None else lambda_identity

@@ -222,7 +222,7 @@ def bench(
     norm: Annotated[Norm, typer.Option(help="instance or batch.")] = Norm.instance,
     discriminator: Annotated[DiscriminatorKind, typer.Option(help="patch or global.")] = DiscriminatorKind.patch,
     upsample: Annotated[Optional[Upsample], typer.Option(help="The generator's decoder: transposed or resize \\[default: train's].", show_default=False)] = None,
-    d_layers: Annotated[Optional[int], typer.Option(min=1, max=5, help="PatchGAN depth: 3 = 70×70 receptive field, 4 = 142×142, 2 = 34×34, 1 = 16×16 \\[default: train's: 4 for a --size of 72 to 140 px, else 3].", show_default=False)] = None,
+    d_layers: Annotated[int, typer.Option(min=1, max=5, help="PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step and per forward pass.")] = 1,
     lambda_identity: Annotated[Optional[float], typer.Option(min=0, help="Weight of the identity loss, as train's: not 0 adds two generator passes to each step \\[default: train's].", show_default=False)] = None,
     device: Annotated[str, typer.Option(envvar="AGGAN_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",

@@ -172,18 +172,6 @@ def _check_fields(config: Any) -> None:
             raise ConfigError(f"{f.name} {problem}")
 
 
-def default_d_layers(image_size: int) -> int:
-    """The PatchGAN depth when none is given: the shallowest whose patch covers the training crop, up to
-    142 px; larger crops keep CycleGAN's 70×70.
-
-    Why (docs/training.md, "At 128 px"): the demo's 48-64 px crops fit in the 70-px patch of the default
-    depth 3; at 128 px that patch sees half the crop, and a face run degraded late there (AUC 0.99 →
-    0.71) where depth 4, whose 142-px patch covers the crop, kept every target on the same seed. Beyond
-    142 px the patch that would cover the crop is the image-sized one, which pix2pix (Isola et al.,
-    CVPR 2017) measured worse than 70×70 at 256 px, so CycleGAN's stays."""
-    return 4 if 70 < image_size <= 142 else 3
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the networks; stored in ``config.json`` so no flag is repeated later.
@@ -205,11 +193,7 @@ class ModelConfig:
     # the training crop; translate runs the network at this short side
     image_size: int = option(256, "Training crop size in pixels.", DATA, flag="--size", low=MIN_SIZE, high=MAX_SIZE,
                              multiple=4)  # a multiple of 4: two stride-2 layers down, two up
-    # ours: the depth follows the crop (default_d_layers; measured in docs/training.md, "At 128 px")
-    d_layers: int | None = option(None, "PatchGAN depth: 3 = 70×70 receptive field, 4 = 142×142, 2 = 34×34, "
-                                  "1 = 16×16.", MODEL, low=1, high=5,
-                                  default_text="4 for a --size of 72 to 140 px, where its patch covers the crop; "
-                                               "3 otherwise")
+    d_layers: int = option(3, "PatchGAN depth: 3 = 70×70 receptive field, 2 = 34×34, 1 = 16×16.", MODEL, low=1, high=5)
     # ours: a guided filter (He et al. 2010) with the input as the guide snaps the mask's edges to the
     # object's; measured in docs/training.md ("Crisp attention"). 0 = off, the paper's generator.
     mask_guide: int = option(3, "Radius in pixels of the guided filter that aligns the mask's edges with the "
@@ -224,8 +208,6 @@ class ModelConfig:
                                      "count).", MODEL, choices=UPSAMPLINGS)
 
     def __post_init__(self) -> None:
-        if self.d_layers is None and isinstance(self.image_size, int) and not isinstance(self.image_size, bool):
-            object.__setattr__(self, "d_layers", default_d_layers(self.image_size))
         _check_fields(self)
         patch_minimum = 3 * 2 ** self.d_layers  # each stride-2 layer halves; the two last convs need 3 px
         _check(self.discriminator != "patch" or self.image_size >= patch_minimum,
@@ -376,9 +358,9 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:
     """A saved ``model`` section in this version's terms: a run saved before ``mask_guide`` existed was
-    trained without the filter, one saved before ``upsample`` existed with transposed convolutions, and
-    one saved before ``d_layers`` existed with the 3-layer PatchGAN, whatever today's defaults."""
-    return {"mask_guide": 0, "upsample": "transposed", "d_layers": 3, **data}
+    trained without the filter, and one saved before ``upsample`` existed with transposed convolutions,
+    whatever today's defaults."""
+    return {"mask_guide": 0, "upsample": "transposed", **data}
 
 
 def _upgraded(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

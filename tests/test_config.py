@@ -3,10 +3,7 @@ comes from (command line, TOML file, a run's config.json)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from safetensors import safe_open
 from typer.testing import CliRunner
 
 import aggan_cli.networks as networks
@@ -41,29 +38,6 @@ def no_allocation(monkeypatch):
 def test_model_config_refuses_sizes_beyond_the_documented_bounds(values, fragment):
     with pytest.raises(ConfigError, match=fragment):
         ModelConfig.from_dict(values)
-
-
-@pytest.mark.parametrize("size,depth", [(32, 3), (64, 3), (68, 3), (72, 4), (128, 4), (140, 4), (144, 3), (256, 3)])
-def test_the_patchgan_depth_follows_the_crop_unless_given(size, depth):
-    """Unset, the depth is the shallowest whose patch covers the crop up to 142 px (4 from 72 to 140 px),
-    CycleGAN's 3 beyond; a depth given, or saved by a run, is kept whatever the size."""
-    assert ModelConfig(image_size=size).d_layers == depth
-    assert ModelConfig(image_size=size, d_layers=2).d_layers == 2
-    assert ModelConfig.from_dict({"image_size": size, "d_layers": 3}).d_layers == 3
-    assert ModelConfig.from_dict({"image_size": size}).d_layers == 3  # saved before the depth was an option
-
-
-def test_train_saves_the_depth_it_built_for_the_crop(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    a, b = make_domains(tmp_path)
-    tiny_72 = [v if v != "32" else "72" for v in TINY]
-    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", *tiny_72, "--name", "t"])
-    assert result.exit_code == 0, result.output
-    saved = json.loads((tmp_path / "runs" / "t" / "config.json").read_text())
-    assert saved["model"]["d_layers"] == 4 and saved["model"]["image_size"] == 72
-    with safe_open(tmp_path / "runs" / "t" / "training-state.safetensors", "pt") as state:
-        convs = [k for k in state.keys() if k.startswith("d_a.net.") and len(state.get_slice(k).get_shape()) == 4]
-    assert len(convs) == 6  # four stride-2 convs, one stride-1, the score: the 4-layer PatchGAN
 
 
 @pytest.mark.parametrize("option,value,fragment", [
