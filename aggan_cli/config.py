@@ -292,8 +292,8 @@ class TrainConfig:
     load_size: int | None = option(None, "Resize the shorter side to this before the random crop.", DATA, low=1,
                                    high=MAX_LOAD_SIZE, default_text="size × 286 / 256, as CycleGAN")
     flip: bool = option(True, "Flip training images left-right at random.", DATA)
-    seed: int = option(0, "Random seed; a CPU run with the same seed is reproducible.", RUNTIME, low=0,
-                       high=2 ** 63 - 1)  # numpy and torch need this range
+    seed: int = option(0, "Random seed; a CPU run with the same seed and the same --threads is reproducible.",
+                       RUNTIME, low=0, high=2 ** 63 - 1)  # numpy and torch need this range
     workers: int | None = option(None, "Data-loading worker processes.", RUNTIME, low=0, high=MAX_WORKERS,
                                  default_text="from the CPU count")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", RUNTIME, envvar="AGGAN_DEVICE",
