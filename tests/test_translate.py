@@ -431,6 +431,9 @@ def test_a_signal_the_kernel_hands_to_another_thread_still_waits_for_the_held_bl
 
     from aggan_cli.translate_cli import Terminated, signals_held, sigterm_stops_cleanly
 
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a shell (nohup
+    # … &) inherits SIGINT ignored, and then Ctrl-C rightly does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     steps: list[object] = []
     started, finish = threading.Event(), threading.Event()
     other = threading.Thread(target=lambda: (started.set(), finish.wait(60)))
@@ -447,9 +450,10 @@ def test_a_signal_the_kernel_hands_to_another_thread_still_waits_for_the_held_bl
     finally:
         finish.set()
         other.join()
+        handler_after = signal.signal(signal.SIGINT, previous)
     assert steps[-1] == "end"
     assert isinstance(raised.value, Terminated) == (sig == "SIGTERM")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+    assert handler_after is signal.default_int_handler  # the handlers are back
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
