@@ -225,6 +225,15 @@ def widest_agreeing(agreement: dict[int, float]) -> int:
     return chosen
 
 
+def patch_size(n_layers: int) -> int:
+    """The receptive field, in pixels, of one score of an ``n_layers`` PatchGAN (:class:`Discriminator`):
+    ``n_layers`` 4×4 convolutions of stride 2, then two of stride 1. 1: 16, 2: 34, 3: 70, 4: 142, 5: 286."""
+    field = 1
+    for stride in (1, 1, *[2] * n_layers):  # from the score back to the image
+        field = (field - 1) * stride + 4
+    return field
+
+
 class Discriminator(nn.Module):
     """Vanilla (3 input channels) or attention-guided (4: ``[mask, image]``) discriminator.
 

@@ -32,7 +32,7 @@ from .ema import WeightAverage
 from .errors import CheckpointError, TrainingError, os_reason
 from .guard import NonFiniteGuard
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
-from .networks import AGGAN, choose_translate_guide
+from .networks import AGGAN, choose_translate_guide, patch_size
 from .scoring import json_number
 
 # A mask whose mean stays below / above these for COLLAPSE_PATIENCE logging intervals has collapsed.
@@ -442,10 +442,17 @@ class Trainer:
         directions = [f"{a}→{b}" for a, b in (self.domains, self.domains[::-1])]
         # the decision averaged the share over all ranks; this rank's own may be above the line
         closed = [d for d, value in zip(directions, share) if value < FLOOR_OPEN[1]] or directions
+        advice = "Train longer (--steps, or --resume with more --steps) or with a larger --batch-size"
+        layers, size = self.mcfg.d_layers, self.mcfg.image_size
+        if self.mcfg.discriminator == "patch" and layers > 1 and patch_size(layers) >= size:
+            # measured on a shape change at 64 px: the 70-px patch learns the training images, 34 px the shape
+            advice += (f", or with a smaller discriminator patch, --d-layers {layers - 1} ({patch_size(layers - 1)} px: "
+                       f"this one's {patch_size(layers)}-px patch sees the whole {size}-px crop, and can learn the "
+                       "training images by heart instead of the edit)")
         return (f"the attention mask{'s' if len(closed) > 1 else ''} {' and '.join(closed)} never opened (fewer than "
                 f"{FLOOR_OPEN[1]:.0%} of mask values above {FLOOR_OPEN[0]}), so the attention floor was held to the "
-                "end and the output is close to the input everywhere. Train longer (--steps, or --resume with more "
-                "--steps) or with a larger --batch-size; docs/training.md has what helps for hard edits")
+                f"end and the output is close to the input everywhere. {advice}; docs/training.md has what helps "
+                "for hard edits")
 
     # -- numerical faults --------------------------------------------------------------------
 

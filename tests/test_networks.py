@@ -8,7 +8,7 @@ import torch
 from aggan_cli.config import ModelConfig
 from aggan_cli.errors import ConfigError
 from aggan_cli.networks import (AGGAN, SNAP_AGREEMENT, AttentionGenerator, Discriminator, choose_translate_guide,
-                                count_parameters, guided_filter, snap_radii, widest_agreeing)
+                                count_parameters, guided_filter, patch_size, snap_radii, widest_agreeing)
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
@@ -216,6 +216,25 @@ def test_discriminators_take_3_and_4_channels(seeded, kind, channels):
         assert score.shape == (3, 1)  # one score per image
     else:
         assert score.ndim == 4 and score.shape[1] == 1  # one score per patch
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 4])
+def test_patch_size_is_what_one_patchgan_score_sees(layers):
+    """patch_size (quoted by the options' help and by training's advice) against the network itself: the
+    input pixels one score in the middle depends on span exactly patch_size(layers) on each side."""
+    d = Discriminator(3, ndf=2, norm="batch", n_layers=layers).eval()  # batch norm in eval: no mixing across pixels
+    with torch.no_grad():
+        for m in d.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(0.01)  # positive weights: no pixel's contribution cancels out
+    side = 2 * patch_size(layers) + 32
+    x = torch.zeros(1, 3, side, side, requires_grad=True)
+    score = d(x)
+    score[0, 0, score.shape[2] // 2, score.shape[3] // 2].backward()
+    seen = x.grad[0].abs().sum(0) > 0
+    rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+    assert int(rows[-1] - rows[0]) + 1 == patch_size(layers) == int(cols[-1] - cols[0]) + 1
+    assert patch_size(layers) == {1: 16, 2: 34, 3: 70, 4: 142}[layers]
 
 
 def test_global_discriminator_is_the_paper_layout():

@@ -139,8 +139,8 @@ class Recorder:
         self.warnings.append(message)
 
 
-def _trainer(run_dir, steps=8, resume=False, **options):
-    mc = ModelConfig(ngf=4, n_blocks=1, ndf=4, image_size=32)
+def _trainer(run_dir, steps=8, resume=False, model=None, **options):
+    mc = ModelConfig(**{"ngf": 4, "n_blocks": 1, "ndf": 4, "image_size": 32, **(model or {})})
     tc = TrainConfig(**{"steps": steps, "workers": 0, "seed": 3, "device": "cpu", "log_every": 2, "sample_every": 100,
                         "save_every": 100, "pool_size": 3, "load_size": 36, **options})
     src_a = DemoSource("a", seed=3, size=40, count=5)
