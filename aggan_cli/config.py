@@ -199,6 +199,12 @@ class ModelConfig:
     mask_guide: int = option(3, "Radius in pixels of the guided filter that aligns the mask's edges with the "
                                 "input's (0 = off, the paper's; 6 suits edits bounded by an object's outline, such "
                                 "as recolouring).", MODEL, low=0, high=MAX_MASK_GUIDE)
+    # ours: each generator learns a weight a in (0, 1) and takes a·guided + (1 − a)·unguided mask logit,
+    # so a task whose edit draws a new outline (a shape change) can use less of the guide than one that
+    # follows the object's outline (a recolour); measured in docs/training.md ("Edits that draw a new outline").
+    guide_mix: bool = option(False, "Each generator learns how much of the mask guide to use (a weight from 0 to "
+                                    "1, starting at a half; off = the whole guide). Needs --mask-guide above 0.",
+                             MODEL)
     # ours: the decoder's two ×2 upsamplings as nearest-neighbour resize + 3×3 conv (Odena et al.,
     # Distill 2016) instead of the paper's transposed convs, whose uneven overlap prints a checkerboard
     # into the content; measured in docs/training.md ("The resize decoder").
@@ -209,6 +215,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        _check(not self.guide_mix or self.mask_guide > 0,
+               "guide_mix (--guide-mix) needs a mask guide to mix: set mask_guide (--mask-guide) above 0, "
+               "or turn guide_mix off")
         patch_minimum = 3 * 2 ** self.d_layers  # each stride-2 layer halves; the two last convs need 3 px
         _check(self.discriminator != "patch" or self.image_size >= patch_minimum,
                f"d_layers {self.d_layers} needs a size of at least {patch_minimum} pixels, got {self.image_size}")
@@ -358,9 +367,9 @@ def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _upgrade_model(data: Mapping[str, Any]) -> dict[str, Any]:
     """A saved ``model`` section in this version's terms: a run saved before ``mask_guide`` existed was
-    trained without the filter, and one saved before ``upsample`` existed with transposed convolutions,
-    whatever today's defaults."""
-    return {"mask_guide": 0, "upsample": "transposed", **data}
+    trained without the filter, one saved before ``upsample`` existed with transposed convolutions, and
+    one saved before ``guide_mix`` existed with the whole guide, whatever today's defaults."""
+    return {"mask_guide": 0, "upsample": "transposed", "guide_mix": False, **data}
 
 
 def _upgraded(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,11 @@ class AttentionGenerator(nn.Module):
     two sides of an edge apart: the window averages a filter takes on each side stay large and negative
     outside an object, so no halo of partial attention forms there. The filter has no weights.
 
+    ``guide_mix`` (ours, needs ``mask_guide``): the generator learns one weight ``a`` = sigmoid(GUIDE_MIX_SCALE ·
+    ``guide_mix``) and the logit is ``a`` · guided + (1 − ``a``) · unguided, so an edit that draws a new
+    outline where the input has none (a shape change) can use less of the guide than one that follows
+    the object's outline. ``a`` starts at a half.
+
     ``upsample="resize"`` (ours, ModelConfig's default; ``transposed`` is the paper's): each of ``u128, u64`` is a
     nearest-neighbour ×2 resize and a 3×3 convolution instead of a stride-2 transposed convolution, whose
     kernel overlaps unevenly and prints a checkerboard into the content (Odena et al., Distill 2016).
@@ -128,9 +133,14 @@ class AttentionGenerator(nn.Module):
     """
 
     def __init__(self, *, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", mask_guide: int = 0,
-                 upsample: str = "transposed") -> None:
+                 upsample: str = "transposed", guide_mix: bool = False) -> None:
         super().__init__()
         self.mask_guide = mask_guide
+        if guide_mix and not mask_guide:
+            raise ConfigError("guide_mix needs a mask guide to mix: set mask_guide above 0")
+        # one weight, scaled (GUIDE_MIX_SCALE) so that Adam's steps of about the learning rate move the
+        # mix's logit by a hundredth: a can go from a half to 0.1 or 0.9 in a few hundred steps
+        self.guide_mix = nn.Parameter(torch.zeros(1)) if guide_mix else None
         if upsample not in UPSAMPLINGS:
             raise ConfigError(f"unknown upsampling {upsample!r}; use " + " or ".join(map(repr, UPSAMPLINGS)))
         bias = norm == "instance"
@@ -154,17 +164,30 @@ class AttentionGenerator(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig) -> "AttentionGenerator":
         return cls(ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm, mask_guide=config.mask_guide,
-                   upsample=config.upsample)
+                   upsample=config.upsample, guide_mix=config.guide_mix)
 
     def forward(self, x: Tensor) -> GeneratorOutput:
         h = self.net(x)                       # (B, 4, H, W)
-        logit = h[:, :1]                      # (B, 1, H, W)
-        if self.mask_guide:  # ours: the mask's edges snapped to the input's (no parameters; docs/training.md)
-            logit = guided_filter(logit, x, self.mask_guide)
-        mask = torch.sigmoid(logit)           # broadcast over RGB below
+        mask = torch.sigmoid(self.mask_logit(h[:, :1], x))  # (B, 1, H, W), broadcast over RGB below
         content = torch.tanh(h[:, 1:])        # (B, 3, H, W)
         image = content * mask + x * (1 - mask)  # Eq. 1
         return GeneratorOutput(image, mask, content)
+
+    def guide_weight(self) -> Tensor | None:
+        """``a``, the share of the guided logit in the mask's (``guide_mix``), or None without the mix."""
+        return None if self.guide_mix is None else torch.sigmoid(GUIDE_MIX_SCALE * self.guide_mix)
+
+    def mask_logit(self, raw: Tensor, x: Tensor, radius: int | None = None) -> Tensor:
+        """The mask's logit from the last layer's channel 0 (``raw``, (B, 1, H, W)) and the input ``x``:
+        through the guided filter of ``radius`` (default: the generator's ``mask_guide``; 0 = none), mixed
+        with the unfiltered logit where the generator learns the mix. ours: the mask's edges snapped to the
+        input's (docs/training.md)."""
+        radius = self.mask_guide if radius is None else radius
+        if not radius:
+            return raw
+        guided = guided_filter(raw, x, radius)
+        a = self.guide_weight()
+        return guided if a is None else a.to(raw.dtype) * guided + (1 - a.to(raw.dtype)) * raw
 
 
 # Translating with a wider mask guide than training used (docs/training.md, "A wider guide to translate
@@ -173,6 +196,7 @@ class AttentionGenerator(nn.Module):
 # SNAP_AGREEMENT) is what translating uses.
 SNAP_FACTORS = (4 / 3, 2, 8 / 3, 4, 16 / 3)  # a trained radius of 3 tries 4, 6, 8, 12 and 16
 SNAP_AGREEMENT = 0.85
+GUIDE_MIX_SCALE = 50.0  # guide_mix: a = sigmoid(GUIDE_MIX_SCALE · w), so one Adam step of ~2e-4 moves a by ~1/400
 
 
 def snap_radii(trained: int) -> tuple[int, ...]:
@@ -203,10 +227,10 @@ def choose_translate_guide(g: "AttentionGenerator", images: Tensor, chunk: int =
     finally:
         g.train(was_training)
     images = images.float()
-    base = guided_filter(logits, images, trained) > 0  # sigmoid(l) > 0.5 where l > 0
+    base = g.mask_logit(logits, images, trained) > 0  # sigmoid(l) > 0.5 where l > 0
     agreement = {}
     for radius in snap_radii(trained):
-        hard = base if radius == trained else guided_filter(logits, images, radius) > 0
+        hard = base if radius == trained else g.mask_logit(logits, images, radius) > 0
         union = int((hard | base).sum())
         agreement[radius] = float((hard & base).sum()) / union if union else 1.0  # both shut: alike
     if not base.any():

@@ -397,6 +397,8 @@ class RichReporter:
             m = self.last
             stats = (f"{m['images_per_s']:.1f} img/s G {m['g_total']:.2f} D {m['d_total']:.2f} "
                      f"mask {m['mask_ab_mean']:.2f}/{m['mask_ba_mean']:.2f}")
+            if "guide_ab" in m:  # --guide-mix
+                stats += f" guide {m['guide_ab']:.2f}/{m['guide_ba']:.2f}"
         self.progress.update(self.task, completed=step, stats=stats)
 
     def warn(self, message: str) -> None:
@@ -423,6 +425,11 @@ def _summary(console, trainer, result, stop, runs_dir: Path, name: str, demo: bo
         console.print(f"saved at step {result['step']} ({stop.reason}); continue with: "
                       f"aggan train {_demo_flag(trainer.tcfg.demo)}--name {shlex.quote(name)} --resume"
                       + (f" --runs-dir {shlex.quote(str(runs_dir))}" if runs_dir != Path("runs") else ""))
+    a, b = trainer.domains
+    shares = {d: trainer.generator(g).guide_weight() for d, g in ((f"{a}→{b}", "g_ab"), (f"{b}→{a}", "g_ba"))}
+    if all(share is not None for share in shares.values()):  # --guide-mix: what each generator learned
+        console.print("share of the mask guide learned (--guide-mix): "
+                      + ", ".join(f"{d} {float(share):.2f}" for d, share in shares.items()))
     console.print(f"translate with: aggan translate photo.jpg --ckpt {shlex.quote(ckpt)}")
     print(trainer.run_dir)  # the one result on stdout, for scripts
 

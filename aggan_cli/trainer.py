@@ -402,6 +402,10 @@ class Trainer:
         terms["mask_ab_frac"] = (mask_b > 0.5).float().mean()
         terms["mask_ba_mean"] = mask_a.float().mean()
         terms["mask_ba_frac"] = (mask_a > 0.5).float().mean()
+        for key, generator in (("guide_ab", model.g_ab), ("guide_ba", model.g_ba)):
+            share = generator.guide_weight()  # --guide-mix: how much of the guide each generator uses
+            if share is not None:
+                terms[key] = share.detach().reshape(())
         if self.floor_end is None:  # the floor waits for the masks to open: a running share, on the device
             share = torch.stack([(mask_b > FLOOR_OPEN[0]).float().mean(), (mask_a > FLOOR_OPEN[0]).float().mean()])
             self.open_share.mul_(FLOOR_OPEN_DECAY).add_(share, alpha=1 - FLOOR_OPEN_DECAY)

@@ -50,7 +50,7 @@ def plot_metrics(metrics_path: Path, out_path: Path) -> None:
     panels = [
         ("adversarial (G)", ["gan_ab", "agan_ab", "gan_ba", "agan_ba"]),
         ("reconstruction and discriminators", ["cycle", "pixel", "d_total"]),
-        ("attention masks", ["mask_ab_mean", "mask_ab_frac", "mask_ba_mean", "mask_ba_frac"]),
+        ("attention masks", ["mask_ab_mean", "mask_ab_frac", "mask_ba_mean", "mask_ba_frac", "guide_ab", "guide_ba"]),
     ]
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:

@@ -262,3 +262,50 @@ def test_bad_model_config_is_a_clear_error():
         ModelConfig(norm="group")
     with pytest.raises(ConfigError, match="ngf"):
         ModelConfig(ngf=0)
+
+
+def test_the_learned_guide_mix_blends_the_guided_and_the_plain_logit(seeded):
+    """--guide-mix: one weight per generator, a = sigmoid(50·w), starting at a half; the mask's logit is
+    a·guided + (1 − a)·plain. a → 1 is the fixed guide, a → 0 no guide; the weight is learned (it gets a
+    gradient) and Eq. 1 holds. Translating with radius 0 turns the guide, and so the mix, off."""
+    g = AttentionGenerator(ngf=8, n_blocks=1, mask_guide=3, guide_mix=True)
+    guided, plain = AttentionGenerator(ngf=8, n_blocks=1, mask_guide=3), AttentionGenerator(ngf=8, n_blocks=1)
+    guided.net = plain.net = g.net
+    assert count_parameters(g) == count_parameters(guided) + 1 and guided.guide_weight() is None
+    x = torch.rand(2, 3, 36, 20) * 2 - 1
+    assert float(g.guide_weight()) == 0.5
+    raw = g.net(x)[:, :1]
+    torch.testing.assert_close(g(x).mask, torch.sigmoid(0.5 * guided_filter(raw, x, 3) + 0.5 * raw))
+    image, mask, content = g(x)
+    torch.testing.assert_close(image, content * mask + x * (1 - mask), rtol=0, atol=1e-6)
+    g(x).mask.square().mean().backward()
+    assert g.guide_mix.grad is not None and float(g.guide_mix.grad.abs()) > 0
+    with torch.no_grad():
+        g.guide_mix.fill_(1.0)                                   # a = sigmoid(50): the whole guide
+        torch.testing.assert_close(g(x).mask, guided(x).mask)
+        assert not torch.allclose(g(x).mask, plain(x).mask, atol=1e-3)
+        g.guide_mix.fill_(-1.0)                                  # a = sigmoid(-50): none of it
+        torch.testing.assert_close(g(x).mask, plain(x).mask)
+        g.guide_mix.fill_(0.02)                                  # a = sigmoid(1)
+        g.mask_guide = 0
+        torch.testing.assert_close(g(x).mask, plain(x).mask)
+    with pytest.raises(ConfigError, match="guide_mix"):
+        AttentionGenerator(ngf=8, n_blocks=1, mask_guide=0, guide_mix=True)
+    with pytest.raises(ConfigError, match=r"guide_mix \(--guide-mix\) needs a mask guide"):
+        ModelConfig(mask_guide=0, guide_mix=True)
+    assert AGGAN(ModelConfig(ngf=4, n_blocks=0, ndf=4, image_size=32, guide_mix=True)).g_ba.guide_weight() is not None
+
+
+def test_the_guide_to_translate_with_is_picked_through_the_learned_mix():
+    """A generator that learned to use none of the guide has the same mask at every radius: every wider
+    radius agrees. One that uses all of it picks as the fixed guide does (the grin-like patch keeps 3)."""
+    flat = torch.full((2, 3, 48, 48), -0.2)
+    patch = torch.full((1, 1, 48, 48), -6.0)
+    patch[:, :, 19:29, 19:29] = 6.0
+    for w, want in ((-1.0, 16), (1.0, 3)):
+        g = AttentionGenerator(ngf=4, n_blocks=0, mask_guide=3, guide_mix=True)
+        g.net = _FixedLogits(patch)
+        with torch.no_grad():
+            g.guide_mix.fill_(w)
+        radius, agreement = choose_translate_guide(g, flat)
+        assert radius == want, agreement

@@ -69,16 +69,16 @@ def demo_export(demo_home) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Tiny runs trained for three steps at 40 px, one per norm and one with the resize decoder, each
-    exported (a2b) into RUN/onnx."""
+    """Tiny runs trained for three steps at 40 px, one per norm, one with the resize decoder and one
+    with the learned guide mix, each exported (a2b) into RUN/onnx."""
     root = tmp_path_factory.mktemp("trained")
     a, b = make_domains(root)
     runs = {}
-    for name, norm, upsample in (("instance", "instance", "transposed"), ("batch", "batch", "transposed"),
-                                 ("resize", "instance", "resize")):
+    for name, norm, upsample, *mix in (("instance", "instance", "transposed"), ("batch", "batch", "transposed"),
+                                       ("resize", "instance", "resize"), ("guide-mix", "instance", "resize", "--guide-mix")):
         result = aggan("train", a, b, "--name", name, "--runs-dir", root / "runs", "--steps", "3", "--size", "40",
                        "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--norm", norm, "--upsample", upsample,
-                       "--workers", "0", "--quiet")
+                       *mix, "--workers", "0", "--quiet")
         assert result.exit_code == 0, result.output
         run = root / "runs" / name
         export_onnx(run, direction="a2b")
@@ -113,7 +113,7 @@ SIZES = {"32x32": ((32, 32), "auto"), "48x80": ((80, 48), "auto"), "training siz
          "odd, resized": ((37, 29), "auto"), "odd, native": ((37, 29), "native")}
 
 
-@pytest.mark.parametrize("which", ["demo-smile", "instance", "batch", "resize"])
+@pytest.mark.parametrize("which", ["demo-smile", "instance", "batch", "resize", "guide-mix"])
 def test_onnxruntime_gives_the_pictures_pytorch_gives(which, demo_export, trained, request):
     # a trained run is named by its folder: the backend finds RUN/onnx and checks it is from these weights
     ckpt, export = ("demo-smile", demo_export) if which == "demo-smile" else (trained[which], trained[which])

@@ -390,6 +390,22 @@ def test_the_decoder_resizes_unless_told_and_old_runs_read_as_transposed():
     assert ModelConfig.from_dict(saved).upsample == "transposed"
 
 
+def test_the_guide_mix_is_off_unless_told_needs_a_guide_and_old_runs_read_without_it(tmp_path, monkeypatch):
+    from aggan_cli.config import ModelConfig
+
+    assert ModelConfig().guide_mix is False
+    saved = ModelConfig(guide_mix=True).to_dict()
+    assert ModelConfig.from_dict(saved).guide_mix is True
+    del saved["guide_mix"]  # a run saved before the option existed used the whole guide
+    assert ModelConfig.from_dict(saved).guide_mix is False
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    for nothing_to_mix in (["--mask-guide", "0"], ["--paper"]):
+        result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--guide-mix", *nothing_to_mix, *TINY])
+        assert_one_line_error(result, "--guide-mix")
+        assert "--mask-guide" in result.output and not (tmp_path / "runs").exists()
+
+
 def test_an_unknown_upsampling_is_a_usage_error_naming_the_choices(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)

@@ -148,14 +148,15 @@ def _trainer(run_dir, steps=8, resume=False, model=None, **options):
     return Trainer(mc, tc, src_a, src_b, run_dir=run_dir, resume=resume, reporter=Recorder())
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("model", [None, {"guide_mix": True}], ids=["defaults", "guide-mix"])
+def test_resume_is_exact(tmp_path, model):
     """N steps, stop, resume, N more == 2N straight: weights, optimisers, pools and data order."""
-    straight = _trainer(tmp_path / "straight")
+    straight = _trainer(tmp_path / "straight", model=model)
     straight.fit()
-    first = _trainer(tmp_path / "split")
+    first = _trainer(tmp_path / "split", model=model)
     first.fit(stop_at=4)
     first.save()
-    second = _trainer(tmp_path / "split", resume=True)
+    second = _trainer(tmp_path / "split", resume=True, model=model)
     assert second.step == 4
     second.fit()
     for (name, p), (_, q) in zip(straight.model.state_dict().items(), second.model.state_dict().items()):
@@ -359,3 +360,22 @@ def test_running_out_of_memory_is_one_line_with_the_request_and_what_to_lower(tm
     assert len(lines) == 1, done.stderr
     assert "out of memory" in lines[0] and "a request for" in lines[0] and "size 1024" in lines[0]
     assert "lower --size, --ngf or --n-blocks" in lines[0] and "--batch-size" not in lines[0]  # batch 1 already
+
+
+def test_the_learned_guide_mix_is_logged_plotted_saved_and_told(tmp_path, monkeypatch):
+    """--guide-mix: each generator's share of the guide is in metrics.jsonl at every log, the summary
+    says what was learned, and the saved generators carry it (translating uses it)."""
+    from aggan_cli.checkpoint import load_generators
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "6", "--log-every", "3", "--guide-mix", *TINY])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "smile"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and all(0 < r[k] < 1 for r in rows for k in ("guide_ab", "guide_ba"))
+    g_ab, g_ba, _ = load_generators(run)
+    told = f"share of the mask guide learned (--guide-mix): neutral→smile {float(g_ab.guide_weight()):.2f}, " \
+           f"smile→neutral {float(g_ba.guide_weight()):.2f}"
+    assert told in " ".join(result.output.split()), result.output
+    assert json.loads((run / "config.json").read_text())["model"]["guide_mix"] is True
