@@ -142,7 +142,7 @@ def _config_parameter(field) -> inspect.Parameter:
     o = field.option
     kind: Any = Enum(field.name, {c: c for c in o.choices}, type=str) if o.choices else field.kind
     default = kind(field.default) if o.choices and field.default is not None else field.default
-    two_way = field.kind is bool and (field.default is not False)  # --x/--no-x where the default is on or unset
+    two_way = field.kind is bool  # --x/--no-x: either overrides a TOML file (command line > --config)
     declaration = f"{field.flag}/--no-{field.flag[2:]}" if two_way else field.flag
     help = f"{o.help} \\[default: {o.default_text}]" if o.default_text else o.help
     show_default = not o.default_text and field.default is not None

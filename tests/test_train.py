@@ -113,12 +113,15 @@ def test_toml_config_and_command_line_precedence(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)
     cfg = tmp_path / "train.toml"
-    cfg.write_text('steps = 3\nsize = 32\nngf = 4\nn-blocks = 1\nndf = 4\nlambda_pixel = 0.5\nname = "fromfile"\nworkers = 0\n')
-    result = runner.invoke(app, ["train", str(a), str(b), "--config", str(cfg), "--lambda-pixel", "2", "--quiet"])
+    cfg.write_text('steps = 3\nsize = 32\nngf = 4\nn-blocks = 1\nndf = 4\nlambda_pixel = 0.5\nname = "fromfile"\nworkers = 0\n'
+                   'cycle_ramp = true\nguide_mix = true\n')
+    result = runner.invoke(app, ["train", str(a), str(b), "--config", str(cfg), "--lambda-pixel", "2", "--no-cycle-ramp",
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "runs" / "fromfile" / "config.json").read_text())
     assert saved["step"] == 3 and saved["model"]["ngf"] == 4
     assert saved["train"]["lambda_pixel"] == 2.0  # the command line beats the file
+    assert saved["train"]["cycle_ramp"] is False and saved["model"]["guide_mix"] is True  # a switch, either way
     bad = tmp_path / "bad.toml"
     bad.write_text("stepz = 3\n")
     result = runner.invoke(app, ["train", str(a), str(b), "--config", str(bad)])

@@ -83,9 +83,7 @@ FIELDS = {f.name: f for f in all_fields() if f.name not in SKIPPED}
 def flag_args(field, value) -> list[str]:
     """``value`` as the command line says it."""
     if field.kind is bool and isinstance(value, bool):
-        if value:
-            return [field.flag]
-        return [f"--no-{field.flag[2:]}"] if field.default is not False else []
+        return [field.flag] if value else [f"--no-{field.flag[2:]}"]  # every switch has both forms
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else str(value)
     return [field.flag, text]
 
