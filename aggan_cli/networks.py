@@ -186,8 +186,10 @@ class AttentionGenerator(nn.Module):
         if not radius:
             return raw
         guided = guided_filter(raw, x, radius)
-        a = self.guide_weight()
-        return guided if a is None else a.to(raw.dtype) * guided + (1 - a.to(raw.dtype)) * raw
+        if self.guide_mix is None:
+            return guided
+        a = self.guide_weight().to(raw.dtype)
+        return a * guided + (1 - a) * raw
 
 
 # Translating with a wider mask guide than training used (docs/training.md, "A wider guide to translate
