@@ -220,7 +220,8 @@ class ModelConfig:
                "or turn guide_mix off")
         patch_minimum = 3 * 2 ** self.d_layers  # each stride-2 layer halves; the two last convs need 3 px
         _check(self.discriminator != "patch" or self.image_size >= patch_minimum,
-               f"d_layers {self.d_layers} needs a size of at least {patch_minimum} pixels, got {self.image_size}")
+               f"d_layers (--d-layers) {self.d_layers} needs a size (--size) of at least {patch_minimum} pixels, got "
+               f"{self.image_size}: use a larger size or fewer discriminator layers")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

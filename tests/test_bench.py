@@ -63,7 +63,7 @@ def test_bench_measures_the_patchgan_it_is_told():
     assert runs[1]["inference"]["flops_per_image"] == runs[3]["inference"]["flops_per_image"]
     assert runs[1]["train"]["flops_per_image"] < runs[3]["train"]["flops_per_image"]
     result = runner.invoke(app, ["bench", *BENCH_TINY, "--d-layers", "4"])  # 32 px is too small for it
-    assert result.exit_code == 1 and "needs a size of at least 48 pixels" in result.output, result.output
+    assert result.exit_code == 1 and "needs a size (--size) of at least 48 pixels" in result.output, result.output
     assert "Traceback" not in result.output
 
 

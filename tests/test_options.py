@@ -413,3 +413,12 @@ def test_an_unknown_upsampling_is_a_usage_error_naming_the_choices(tmp_path, mon
     assert result.exit_code == 2
     assert "bilinear" in result.output and "resize" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_patch_too_deep_for_the_size_names_both_flags_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", *TINY, "--d-layers", "4"])  # 32 px: needs 48
+    line = assert_one_line_error(result, "--d-layers", "--size", "at least 48 pixels, got 32")
+    assert "fewer discriminator layers" in line
+    assert not (tmp_path / "runs").exists()
