@@ -29,7 +29,7 @@ from .errors import ConfigError
 NORMS = ("instance", "batch")
 DISCRIMINATORS = ("patch", "global")
 UPSAMPLINGS = ("transposed", "resize")
-GAN_LOSSES = ("lsgan", "vanilla")
+GAN_LOSSES = ("lsgan", "vanilla", "hinge")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # built-in data sets of `aggan train --demo [TASK]` (tasks.TASKS draws them); the first is the default
 DEMO_TASKS = ("faces", "recolour", "texture", "shape", "recolour-photo", "texture-photo", "shape-photo")
@@ -295,7 +295,7 @@ class TrainConfig:
                              "(docs/training.md).", OBJECTIVE)
     ema: float = option(0.0, "Keep a moving average of the generators' weights with this decay and save it "
                         "(0 = off; 0.99 ≈ the last 100 steps).", OBJECTIVE, low=0, below=1)
-    gan_loss: str = option("lsgan", "Adversarial loss: lsgan or vanilla (the paper's log-likelihood).", OBJECTIVE,
+    gan_loss: str = option("lsgan", "Adversarial loss: lsgan, vanilla (the paper's log-likelihood) or hinge.", OBJECTIVE,
                            choices=GAN_LOSSES)
     pool_size: int = option(50, "Generated images kept per discriminator's history pool (0 = none).", OBJECTIVE,
                             low=0, high=MAX_POOL)

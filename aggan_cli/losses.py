@@ -28,7 +28,7 @@ from .networks import AGGAN, GeneratorOutput
 class LossWeights:
     """Weights of the generator objective; defaults are DESIGN.md's."""
 
-    gan_loss: str = "lsgan"      # "lsgan" (least squares, CycleGAN/authors' code) or "vanilla" (Eqs. 2-3)
+    gan_loss: str = "lsgan"      # "lsgan" (least squares, CycleGAN/authors' code), "vanilla" (Eqs. 2-3) or "hinge"
     lambda_cycle: float = 10.0
     lambda_pixel: float = 1.0
     lambda_tv: float = 1e-6      # TV is summed over pixels (Eq. 7), so the weight is tiny
@@ -38,20 +38,27 @@ class LossWeights:
     lambda_identity: float = 0.0  # weight of CycleGAN's identity loss |g_ab(y) − y| + |g_ba(x) − x|
 
 
-def gan_loss(score: Tensor, target_is_real: bool, kind: str) -> Tensor:
+def gan_loss(score: Tensor, target_is_real: bool, kind: str, *, generator: bool = False) -> Tensor:
     """Adversarial loss of a discriminator score against "real" (1) or "fake" (0).
 
     ``lsgan``: mean squared distance to the target (Mao et al.). ``vanilla``: the log-likelihood of
     the paper's Eqs. 2-3, as binary cross-entropy on logits (numerically stable; the generator uses
-    the non-saturating form −log D(G(x)), as is standard). Computed in float32 under autocast.
+    the non-saturating form −log D(G(x)), as is standard). ``hinge`` (Lim & Ye 2017; SAGAN, BigGAN):
+    the discriminator pays ``relu(1 − s)`` on real and ``relu(1 + s)`` on fake scores, so a score already
+    past its margin gives no gradient and the easy images stop pulling; the generator (``generator=True``,
+    always against "real") pays ``−s``. Computed in float32 under autocast.
     """
     score = score.float()
+    if kind == "hinge":
+        if generator:
+            return -score.mean()
+        return F.relu(1 - score).mean() if target_is_real else F.relu(1 + score).mean()
     target = torch.ones_like(score) if target_is_real else torch.zeros_like(score)
     if kind == "lsgan":
         return F.mse_loss(score, target)
     if kind == "vanilla":
         return F.binary_cross_entropy_with_logits(score, target)
-    raise ConfigError(f"unknown GAN loss {kind!r}; use 'lsgan' or 'vanilla'")
+    raise ConfigError(f"unknown GAN loss {kind!r}; use 'lsgan', 'vanilla' or 'hinge'")
 
 
 def tv_loss(mask: Tensor) -> Tensor:
@@ -135,10 +142,10 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     rec_b = model.g_ab(fake_a).image            # C_y
 
     terms = {
-        "gan_ab": gan_loss(model.d_b(fake_b), True, kind),
-        "agan_ab": gan_loss(model.d_b_attn(pair(mask_b, fake_b)), True, kind),
-        "gan_ba": gan_loss(model.d_a(fake_a), True, kind),
-        "agan_ba": gan_loss(model.d_a_attn(pair(mask_a, fake_a)), True, kind),
+        "gan_ab": gan_loss(model.d_b(fake_b), True, kind, generator=True),
+        "agan_ab": gan_loss(model.d_b_attn(pair(mask_b, fake_b)), True, kind, generator=True),
+        "gan_ba": gan_loss(model.d_a(fake_a), True, kind, generator=True),
+        "agan_ba": gan_loss(model.d_a_attn(pair(mask_a, fake_a)), True, kind, generator=True),
         "cycle": l1(rec_a, x) + l1(rec_b, y),
         "pixel": l1(fake_b, x) + l1(fake_a, y),
         "tv": tv_loss(mask_a) + tv_loss(mask_b),

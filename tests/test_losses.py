@@ -26,12 +26,26 @@ def test_gan_losses():
     assert gan_loss(z, True, "vanilla").item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
 
 
+def test_hinge_loss_stops_pulling_past_the_margin_and_the_generator_pays_minus_the_score():
+    s = torch.tensor([2.0, 0.5, -0.5, -2.0], requires_grad=True)
+    assert gan_loss(s, True, "hinge").item() == pytest.approx((0 + 0.5 + 1.5 + 3.0) / 4)
+    assert gan_loss(s, False, "hinge").item() == pytest.approx((3.0 + 1.5 + 0.5 + 0) / 4)
+    gan_loss(s, True, "hinge").backward()
+    # a real image scored past the margin (2.0) gives no gradient; the others are pushed up alike
+    assert s.grad.tolist() == pytest.approx([0.0, -0.25, -0.25, -0.25])
+    assert gan_loss(s, True, "hinge", generator=True).item() == pytest.approx(0.0)  # −mean(s)
+    assert gan_loss(torch.tensor([1.0, 3.0]), True, "hinge", generator=True).item() == pytest.approx(-2.0)
+    # the other kinds ignore the flag: the generator's loss is the discriminator's "real" loss
+    for kind in ("lsgan", "vanilla"):
+        assert gan_loss(s, True, kind, generator=True).item() == pytest.approx(gan_loss(s, True, kind).item())
+
+
 def _model():
     torch.manual_seed(0)
     return AGGAN(ModelConfig(ngf=8, n_blocks=1, ndf=8, image_size=32))
 
 
-@pytest.mark.parametrize("kind", ["lsgan", "vanilla"])
+@pytest.mark.parametrize("kind", ["lsgan", "vanilla", "hinge"])
 def test_generator_objective_terms_and_gradients(kind):
     model = _model()
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
@@ -39,6 +53,9 @@ def test_generator_objective_terms_and_gradients(kind):
     expected = {"gan_ab", "agan_ab", "gan_ba", "agan_ba", "cycle", "pixel", "tv", "floor", "binary", "g_total"}
     assert set(step.terms) == expected
     assert all(not t.requires_grad for t in step.terms.values())
+    if kind == "hinge":  # the generator pays minus the score the discriminator gives its output
+        with torch.no_grad():
+            torch.testing.assert_close(step.terms["gan_ab"], -model.d_b(step.fake_b).float().mean())
     w = LossWeights()
     recomputed = (step.terms["gan_ab"] + step.terms["agan_ab"] + step.terms["gan_ba"] + step.terms["agan_ba"]
                   + w.lambda_cycle * step.terms["cycle"] + w.lambda_pixel * step.terms["pixel"] + w.lambda_tv * step.terms["tv"])
@@ -103,14 +120,14 @@ def test_attention_floor_only_acts_below_the_floor_and_keeps_a_gradient():
     assert logits.grad[2:].abs().max().item() < 1e-6
 
 
-def _separate_calls_objective(model, x, y, fakes, identity_negatives):
+def _separate_calls_objective(model, x, y, fakes, identity_negatives, kind="lsgan"):
     """discriminator_objective as it was written before it scored the batches together: one
     discriminator call per batch. The reference for the test below."""
     def half(d, real, fake, negative):
-        fake_loss = gan_loss(d(fake), False, "lsgan")
+        fake_loss = gan_loss(d(fake), False, kind)
         if identity_negatives:
-            fake_loss = 0.5 * (fake_loss + gan_loss(d(negative), False, "lsgan"))
-        return 0.5 * (gan_loss(d(real), True, "lsgan") + fake_loss)
+            fake_loss = 0.5 * (fake_loss + gan_loss(d(negative), False, kind))
+        return 0.5 * (gan_loss(d(real), True, kind) + fake_loss)
 
     m_a, m_b = fakes["mask_a"], fakes["mask_b"]
     return (half(model.d_a, x, fakes["fake_a"], y) + half(model.d_b, y, fakes["fake_b"], x)
@@ -118,19 +135,21 @@ def _separate_calls_objective(model, x, y, fakes, identity_negatives):
             + half(model.d_b_attn, pair(m_b, y), fakes["fake_pair_b"], pair(m_b, x)))
 
 
+@pytest.mark.parametrize("kind", ["lsgan", "hinge"])
 @pytest.mark.parametrize("identity_negatives", [False, True])
-def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separate_calls(identity_negatives):
+def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separate_calls(identity_negatives, kind):
     model = _model()
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         step = generator_objective(model, x, y, LossWeights())
     fakes = dict(fake_a=step.fake_a, fake_b=step.fake_b, fake_pair_a=pair(step.mask_a, step.fake_a),
                  fake_pair_b=pair(step.mask_b, step.fake_b), mask_a=step.mask_a, mask_b=step.mask_b)
-    together, _ = discriminator_objective(model, x, y, identity_negatives=identity_negatives, **fakes)
+    together, _ = discriminator_objective(model, x, y, identity_negatives=identity_negatives, gan_loss_kind=kind,
+                                          **fakes)
     together.backward()
     grads = [p.grad.clone() for d in model.discriminators for p in d.parameters()]
     model.zero_grad(set_to_none=True)
-    separate = _separate_calls_objective(model, x, y, fakes, identity_negatives)
+    separate = _separate_calls_objective(model, x, y, fakes, identity_negatives, kind)
     separate.backward()
     torch.testing.assert_close(together, separate)
     for g, d_param in zip(grads, (p for d in model.discriminators for p in d.parameters())):

@@ -4,6 +4,7 @@ key of a TOML file and an entry of config.json, checked by the same rule, refuse
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -193,6 +194,24 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
                                 "mixed", *TINY])
     assert mixed.exit_code == 0, mixed.output
     assert json.loads((tmp_path / "runs" / "mixed" / "config.json").read_text())["train"]["gan_loss"] == "lsgan"
+
+
+def test_a_hinge_run_trains_saves_its_loss_and_resumes_with_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "2", "--gan-loss", "hinge", "--log-every", "1",
+                                 *TINY])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "smile"
+    assert json.loads((run / "config.json").read_text())["train"]["gan_loss"] == "hinge"
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "g_total" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    # the generator pays minus the discriminator's score: its adversarial terms may be negative, all finite
+    assert all(math.isfinite(r[k]) for r in steps for k in ("gan_ab", "agan_ab", "g_total", "d_total"))
+    more = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "3"])
+    assert more.exit_code == 0, more.output
+    assert json.loads((run / "config.json").read_text())["train"]["gan_loss"] == "hinge"
 
 
 def test_the_mask_guide_is_on_for_new_runs_and_off_for_checkpoints_saved_before_it_existed(tmp_path, monkeypatch):
