@@ -297,6 +297,11 @@ class TrainConfig:
                         "(0 = off; 0.99 ≈ the last 100 steps).", OBJECTIVE, low=0, below=1)
     gan_loss: str = option("lsgan", "Adversarial loss: lsgan, vanilla (the paper's log-likelihood) or hinge.", OBJECTIVE,
                            choices=GAN_LOSSES)
+    d_batch: int = option(1, "The discriminators score at least this many images of each kind per step: below "
+                          "it, each batch is topped up with earlier real images (the last 50 per domain, each "
+                          "with its mask) and earlier generated ones from the history pools, so that at batch 1 "
+                          "the discriminators average their gradient over several images (docs/training.md; "
+                          "1 = the batch alone, the paper).", OBJECTIVE, low=1, high=MAX_BATCH)
     pool_size: int = option(50, "Generated images kept per discriminator's history pool (0 = none).", OBJECTIVE,
                             low=0, high=MAX_POOL)
     load_size: int | None = option(None, "Resize the shorter side to this before the random crop.", DATA, low=1,

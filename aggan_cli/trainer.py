@@ -52,6 +52,10 @@ FLOOR_CHECK_EVERY = 10
 # The binarisation term (--lambda-binary) is on from this fraction of training to the end: late, once
 # the mask has found the object (from half-way it cost 1.1 dB more foreground on recolour; docs/training.md).
 BINARY_FROM = 3 / 4
+# --d-batch: real images kept per domain to top up the discriminators' batch (the history pools' size)
+REPLAY_SIZE = 50
+# what a run whose masks never opened at a smaller batch suggests for --d-batch (docs/training.md, "d-batch")
+SUGGESTED_D_BATCH = 4
 # Training images per domain on which each save picks the mask-guide radius to translate with
 # (networks.choose_translate_guide; config.json's "translate")
 SNAP_IMAGES = 32
@@ -111,6 +115,40 @@ class ImagePool:
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.images = [im.to(device) for im in state["images"]]
+
+
+class ReplayStore:
+    """Recent real images, each with the mask the other generator made for it, for ``--d-batch``: every
+    discriminator step adds the new ones (at random over the old once full) and draws earlier ones back
+    at random, so a discriminator trained at batch 1 still averages its gradient over several images."""
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator, self.items = size, generator, []
+
+    def add(self, items: Tensor) -> None:
+        for item in items.detach():
+            if len(self.items) < self.size:
+                self.items.append(item)
+            else:
+                self.items[int(torch.randint(self.size, (), generator=self.generator).item())] = item
+
+    def draw(self, count: int) -> Tensor:
+        picks = torch.randint(len(self.items), (count,), generator=self.generator).tolist()
+        return torch.stack([self.items[i] for i in picks])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"items": [item.cpu() for item in self.items]}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.items = [item.to(device) for item in state["items"]]
+
+
+def draw_stored(pool: ImagePool, count: int, generator: torch.Generator) -> Tensor | None:
+    """``count`` generated samples drawn at random from a history pool (None while it is empty)."""
+    if not pool.images:
+        return None
+    picks = torch.randint(len(pool.images), (count,), generator=generator).tolist()
+    return torch.cat([pool.images[i] for i in picks])
 
 
 @dataclass
@@ -285,6 +323,9 @@ class Trainer:
         self.pool_gen = torch.Generator().manual_seed(train_config.seed + 1)
         size = train_config.pool_size
         self.pools = {name: ImagePool(size, self.pool_gen) for name in ("a", "b", "a_attn", "b_attn")}
+        # --d-batch: earlier real images (with their own masks) topping up a small batch for the discriminators
+        self.replay = {name: ReplayStore(REPLAY_SIZE, self.pool_gen) for name in ("a", "b")} \
+            if train_config.d_batch > train_config.batch_size else {}
         self.step = 0
         self.floor_done = False  # the attention floor has faded out for good (see weights_at)
         # The fraction of training by which the floor has faded out: set once the masks have opened
@@ -387,8 +428,11 @@ class Trainer:
             "fake_pair_b": self.pools["b_attn"].query(pair(mask_b, fake_b)),
             "mask_a": mask_a, "mask_b": mask_b,
         }
+        real_x, real_y = x, y
+        if self.replay:
+            real_x, real_y = self._top_up(x, y, mask_b, mask_a, fakes)
         with autocast(self.device, self.amp_dtype):
-            d_total, d_terms = self.d_loss(x, y, fakes, self.tcfg.identity_negatives, self.tcfg.own_pairs)
+            d_total, d_terms = self.d_loss(real_x, real_y, fakes, self.tcfg.identity_negatives, self.tcfg.own_pairs)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_total).backward()
         self.guard.step(self.opt_d, d_total)
@@ -411,6 +455,28 @@ class Trainer:
             self.open_share.mul_(FLOOR_OPEN_DECAY).add_(share, alpha=1 - FLOOR_OPEN_DECAY)
             self.open_updates += 1
         return terms
+
+    def _top_up(self, x: Tensor, y: Tensor, mask_b: Tensor, mask_a: Tensor,
+                fakes: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``--d-batch``: add earlier real images of each domain (each with the mask made for it, M_y for x and
+        M_x for y) and earlier generated samples from the history pools, so that each discriminator scores
+        ``d_batch`` images of each kind. Returns the real batches; ``fakes`` is extended in place."""
+        extra = self.tcfg.d_batch - x.shape[0]
+        if extra <= 0:
+            return x, y
+        drawn = {}
+        for name, real, mask in (("a", x, mask_b), ("b", y, mask_a)):
+            self.replay[name].add(pair(mask, real))
+            drawn[name] = self.replay[name].draw(extra)
+        real_x = torch.cat([x, drawn["a"][:, 1:].to(x.dtype)])
+        real_y = torch.cat([y, drawn["b"][:, 1:].to(y.dtype)])
+        fakes["mask_b"] = torch.cat([mask_b, drawn["a"][:, :1].to(mask_b.dtype)])
+        fakes["mask_a"] = torch.cat([mask_a, drawn["b"][:, :1].to(mask_a.dtype)])
+        for key, pool in (("fake_a", "a"), ("fake_b", "b"), ("fake_pair_a", "a_attn"), ("fake_pair_b", "b_attn")):
+            stored = draw_stored(self.pools[pool], extra, self.pool_gen)
+            if stored is not None:
+                fakes[key] = torch.cat([fakes[key], stored])
+        return real_x, real_y
 
     def _watch_floor(self) -> None:
         """From a third of training on, until the masks have opened: set ``floor_end`` once both are
@@ -453,6 +519,10 @@ class Trainer:
             advice += (f", or with a smaller discriminator patch, --d-layers {layers - 1} ({patch_size(layers - 1)} px: "
                        f"this one's {patch_size(layers)}-px patch sees the whole {size}-px crop, and can learn the "
                        "training images by heart instead of the edit)")
+        if self.tcfg.batch_size < SUGGESTED_D_BATCH and self.tcfg.d_batch < SUGGESTED_D_BATCH:
+            # measured at batch 1: topped up to 4, the 34-px discriminator learnt the shape and the masks opened
+            advice += (f", or with a larger discriminator batch at this batch size, --d-batch {SUGGESTED_D_BATCH} "
+                       "(each discriminator step also scores earlier images)")
         return (f"the attention mask{'s' if len(closed) > 1 else ''} {' and '.join(closed)} never opened (fewer than "
                 f"{FLOOR_OPEN[1]:.0%} of mask values above {FLOOR_OPEN[0]}), so the attention floor was held to the "
                 f"end and the output is close to the input everywhere. {advice}; docs/training.md has what helps "
@@ -713,6 +783,7 @@ class Trainer:
             "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
             "pools": {k: p.state_dict() for k, p in self.pools.items()},
             "pool_rng": self.pool_gen.get_state(),
+            "replay": {k: r.state_dict() for k, r in self.replay.items()},
             "torch_rng": torch.get_rng_state(),
             "scaler": self.scaler.state_dict(),  # empty unless fp16
             "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"])},
@@ -854,6 +925,8 @@ class Trainer:
         self.sched_d.load_state_dict(state["sched_d"])
         for k, p in self.pools.items():
             p.load_state_dict(state["pools"][k], self.device)
+        for k, r in self.replay.items():
+            r.load_state_dict(state.get("replay", {}).get(k, {"items": []}), self.device)
         self.pool_gen.set_state(state["pool_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("scaler") and self.scaler.is_enabled():

@@ -179,11 +179,17 @@ def test_the_floor_is_held_while_the_masks_are_closed_and_fades_over_a_third_onc
     assert "neutral→smile and smile→neutral" in warning[0] and "--steps" in warning[0]
     # the default 70-px patch sees all of the 32-px crop: one layer fewer is suggested, with its patch
     assert "--d-layers 2 (34 px" in warning[0] and "70-px patch sees the whole 32-px crop" in warning[0]
+    assert "--d-batch 4" in warning[0]  # at batch 1: a larger discriminator batch
     small = _trainer(tmp_path / "small-patch", steps=12, model={"d_layers": 1})
     _set_masks(small, -12.0)
     small.fit()  # a 16-px patch is smaller than the crop: nothing to suggest about it
     warning = [w for w in small.reporter.warnings if "never opened" in w]
     assert len(warning) == 1 and "--steps" in warning[0] and "--d-layers" not in warning[0]
+    topped = _trainer(tmp_path / "topped-up", steps=12, d_batch=4)
+    _set_masks(topped, -12.0)
+    topped.fit()  # already topped up: nothing to suggest about it
+    warning = [w for w in topped.reporter.warnings if "never opened" in w]
+    assert len(warning) == 1 and "--d-batch" not in warning[0]
     paper = _trainer(tmp_path / "paper", steps=12, lambda_floor=0.0, cycle_ramp=True)
     _set_masks(paper, -12.0)
     paper.fit()  # no floor to hold: the ramp keeps its fixed schedule, and nothing is said

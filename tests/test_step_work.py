@@ -73,6 +73,48 @@ def test_four_generator_passes_and_each_discriminator_as_often_as_the_objective_
         assert calls[name] == 1 + own, name
 
 
+@pytest.mark.parametrize("d_batch,seen", [(1, 2), (2, 2), (5, 5)])
+def test_the_discriminators_batch_is_topped_up_to_d_batch_with_earlier_images(tmp_path, d_batch, seen):
+    """--d-batch N: below N images per step, each discriminator scores N real, N generated and N negative
+    images in its own call (the batch of 2 and N - 2 drawn back from the replay stores and history pools);
+    at or above the batch size nothing is added."""
+    trainer = _trainer(tmp_path, d_batch=d_batch, batch_size=2)
+    x, y = _batch()
+    trainer.train_step(x, y)
+    sizes: dict[str, list[int]] = {name: [] for name in DISCRIMINATORS}
+    handles = [getattr(trainer.model, n).register_forward_pre_hook(
+        lambda module, args, n=n: sizes[n].append(args[0].shape[0])) for n in DISCRIMINATORS]
+    try:
+        trainer.train_step(x, y)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in DISCRIMINATORS:
+        assert sizes[name] == [2, 3 * seen], name  # the generators' score of the fakes, then its own call
+    assert bool(trainer.replay) == (d_batch > 2)
+
+
+def test_a_replayed_real_image_comes_back_with_the_mask_made_for_it(tmp_path):
+    """The attention discriminators judge each real image with its own mask: what the store gives back
+    pairs each image with the mask that was stored with it, and the fakes grow from the history pools."""
+    trainer = _trainer(tmp_path, d_batch=4, batch_size=1)
+    x, y = (t[:1] for t in _batch())
+    mask_b, mask_a = torch.full((1, 1, 32, 32), 0.25), torch.full((1, 1, 32, 32), 0.75)
+    for pool in trainer.pools.values():
+        pool.query(torch.zeros(1, 4 if pool is trainer.pools["a_attn"] or pool is trainer.pools["b_attn"] else 3,
+                               32, 32))
+    fakes = {"fake_a": torch.ones(1, 3, 32, 32), "fake_b": torch.ones(1, 3, 32, 32),
+             "fake_pair_a": torch.ones(1, 4, 32, 32), "fake_pair_b": torch.ones(1, 4, 32, 32),
+             "mask_a": mask_a, "mask_b": mask_b}
+    real_x, real_y = trainer._top_up(x, y, mask_b, mask_a, fakes)
+    assert real_x.shape[0] == real_y.shape[0] == 4
+    assert all(torch.equal(image, x[0]) for image in real_x) and all(torch.equal(image, y[0]) for image in real_y)
+    assert torch.equal(fakes["mask_b"], mask_b.expand(4, -1, -1, -1))  # x's mask, M_y
+    assert torch.equal(fakes["mask_a"], mask_a.expand(4, -1, -1, -1))
+    for key in ("fake_a", "fake_b", "fake_pair_a", "fake_pair_b"):
+        assert fakes[key].shape[0] == 4 and fakes[key][0].eq(1).all() and fakes[key][1:].eq(0).all(), key
+
+
 def test_gradients_are_freed_with_set_to_none(tmp_path, monkeypatch):
     trainer = _trainer(tmp_path)
     seen = []
@@ -90,13 +132,15 @@ def test_gradients_are_freed_with_set_to_none(tmp_path, monkeypatch):
 _HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 
-def test_no_host_reads_in_a_step_except_the_pools_cpu_coin_flips(tmp_path, monkeypatch):
+@pytest.mark.parametrize("d_batch", [1, 4])
+def test_no_host_reads_in_a_step_except_the_pools_cpu_coin_flips(tmp_path, monkeypatch, d_batch):
     """Reading a tensor's value on the host stalls a GPU until its queue drains. On the CPU nothing
     stalls, so the test records every such read and where it came from: the only ones allowed are the
-    history pools' draws from their own CPU random generator (never a device tensor)."""
+    history pools' (and with --d-batch the replay stores') draws from their own CPU random generator
+    (never a device tensor)."""
     if not fused_adam_supported(torch.device("cpu")):
         pytest.skip("needs fused Adam on the CPU (torch >= 2.4); the per-parameter loop reads its NaN flag on the host")
-    trainer = _trainer(tmp_path)
+    trainer = _trainer(tmp_path, d_batch=d_batch)
     assert trainer.opt_g.defaults.get("fused")  # fused Adam takes its NaN flag on the device, no host read
     x, y = _batch()
     for _ in range(3):  # past the pools' filling, so they draw
@@ -117,7 +161,9 @@ def test_no_host_reads_in_a_step_except_the_pools_cpu_coin_flips(tmp_path, monke
     trainer.train_step(x, y)
     monkeypatch.undo()
     callers = {caller for _, caller in reads}
-    assert callers <= {"query (trainer.py)"}, reads
+    allowed = {"query (trainer.py)"} | ({"add (trainer.py)", "draw (trainer.py)", "draw_stored (trainer.py)"}
+                                        if d_batch > 2 else set())
+    assert callers <= allowed, reads
     assert reads, "the pools drew no coin: the test did not exercise them"
 
 

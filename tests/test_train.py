@@ -167,6 +167,25 @@ def test_resume_is_exact(tmp_path, model):
     assert straight.opt_d.param_groups[0]["lr"] == second.opt_d.param_groups[0]["lr"]
 
 
+def test_a_topped_up_discriminator_batch_resumes_exactly_and_changes_the_run(tmp_path):
+    """--d-batch: the replay stores are saved with the pools, so a resumed run goes on as a straight one;
+    and the option does change what is learnt."""
+    straight = _trainer(tmp_path / "straight", d_batch=3)
+    straight.fit()
+    first = _trainer(tmp_path / "split", d_batch=3)
+    first.fit(stop_at=4)
+    first.save()
+    second = _trainer(tmp_path / "split", resume=True, d_batch=3)
+    assert [len(r.items) for r in second.replay.values()] == [4, 4]
+    second.fit()
+    for (name, p), (_, q) in zip(straight.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(p, q), name
+    plain = _trainer(tmp_path / "plain")
+    plain.fit()
+    assert any(not torch.equal(p, q) for p, q in zip(plain.model.d_b.state_dict().values(),
+                                                      straight.model.d_b.state_dict().values()))
+
+
 def test_weight_average_is_saved_and_resumes_exactly(tmp_path):
     """With --ema, model.safetensors holds the averaged generators, and resume restores both."""
     from aggan_cli.checkpoint import load_generators

@@ -32,7 +32,7 @@ FUZZ = settings(max_examples=15, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 BASE = {"image_size": 32, "ngf": 4, "n_blocks": 1, "ndf": 4, "workers": 0, "steps": 1}  # tiny, unless drawn
 COSTLY = {"image_size", "ngf", "ndf", "n_blocks", "batch_size", "steps", "epochs", "load_size", "workers", "pool_size",
-          "save_every", "sample_every", "log_every", "d_layers"}  # valid draws of these stay at their smallest
+          "save_every", "sample_every", "log_every", "d_layers", "d_batch"}  # valid draws of these stay at their smallest
 SKIPPED = {"domain_a", "domain_b", "runs_dir", "demo", "compile"}  # set by the test, or minutes of work when valid
 
 
