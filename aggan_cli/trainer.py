@@ -117,34 +117,23 @@ class ImagePool:
         self.images = [im.to(device) for im in state["images"]]
 
 
-class ReplayStore:
+class ReplayStore(ImagePool):
     """Recent real images, each with the mask the other generator made for it, for ``--d-batch``: every
     discriminator step adds the new ones (at random over the old once full) and draws earlier ones back
-    at random, so a discriminator trained at batch 1 still averages its gradient over several images."""
+    (:func:`draw_stored`), so a discriminator trained at batch 1 still averages its gradient over several
+    images. Saved and restored as a history pool is."""
 
-    def __init__(self, size: int, generator: torch.Generator) -> None:
-        self.size, self.generator, self.items = size, generator, []
-
-    def add(self, items: Tensor) -> None:
-        for item in items.detach():
-            if len(self.items) < self.size:
-                self.items.append(item)
+    def add(self, images: Tensor) -> None:
+        for image in images.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image)
             else:
-                self.items[int(torch.randint(self.size, (), generator=self.generator).item())] = item
-
-    def draw(self, count: int) -> Tensor:
-        picks = torch.randint(len(self.items), (count,), generator=self.generator).tolist()
-        return torch.stack([self.items[i] for i in picks])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"items": [item.cpu() for item in self.items]}
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.items = [item.to(device) for item in state["items"]]
+                self.images[int(torch.randint(self.size, (), generator=self.generator).item())] = image
 
 
 def draw_stored(pool: ImagePool, count: int, generator: torch.Generator) -> Tensor | None:
-    """``count`` generated samples drawn at random from a history pool (None while it is empty)."""
+    """``count`` images drawn at random, with replacement, from a pool or store (None while it is empty)."""
     if not pool.images:
         return None
     picks = torch.randint(len(pool.images), (count,), generator=generator).tolist()
@@ -467,7 +456,7 @@ class Trainer:
         drawn = {}
         for name, real, mask in (("a", x, mask_b), ("b", y, mask_a)):
             self.replay[name].add(pair(mask, real))
-            drawn[name] = self.replay[name].draw(extra)
+            drawn[name] = draw_stored(self.replay[name], extra, self.pool_gen)
         real_x = torch.cat([x, drawn["a"][:, 1:].to(x.dtype)])
         real_y = torch.cat([y, drawn["b"][:, 1:].to(y.dtype)])
         fakes["mask_b"] = torch.cat([mask_b, drawn["a"][:, :1].to(mask_b.dtype)])
@@ -926,7 +915,7 @@ class Trainer:
         for k, p in self.pools.items():
             p.load_state_dict(state["pools"][k], self.device)
         for k, r in self.replay.items():
-            r.load_state_dict(state.get("replay", {}).get(k, {"items": []}), self.device)
+            r.load_state_dict(state.get("replay", {}).get(k, {"images": []}), self.device)
         self.pool_gen.set_state(state["pool_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("scaler") and self.scaler.is_enabled():

@@ -176,7 +176,7 @@ def test_a_topped_up_discriminator_batch_resumes_exactly_and_changes_the_run(tmp
     first.fit(stop_at=4)
     first.save()
     second = _trainer(tmp_path / "split", resume=True, d_batch=3)
-    assert [len(r.items) for r in second.replay.values()] == [4, 4]
+    assert [len(r.images) for r in second.replay.values()] == [4, 4]
     second.fit()
     for (name, p), (_, q) in zip(straight.model.state_dict().items(), second.model.state_dict().items()):
         assert torch.equal(p, q), name
