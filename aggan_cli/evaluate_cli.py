@@ -98,7 +98,7 @@ def print_score_table(result, title: str, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .scoring import NEAR_WIDTH, RIM_WIDTH
+    from .scoring import MISSED_IOU, NEAR_WIDTH, RIM_WIDTH
     from .scoring import TARGETS as targets
 
     rows = [
@@ -109,9 +109,11 @@ def print_score_table(result, title: str, console=None) -> None:
         ("  median over the images", result.background_psnr_median, " dB", None),
         (f"  within {NEAR_WIDTH} px of the region (its rim)", result.background_psnr_near, " dB", None),
         ("  farther from it", result.background_psnr_far, " dB", None),
+        ("  over the images whose object the mask found", result.background_psnr_found, " dB", None),
         ("image PSNR (output vs twin, whole image)", result.image_psnr, " dB", None),
         ("mask AUC vs the true region", result.mask_auc, "", "mask_auc"),
         ("mask IoU at 0.5", result.mask_iou, "", "mask_iou"),
+        (f"images whose object the mask missed (IoU < {MISSED_IOU:g})", result.missed_fraction, "", None),
         ("soft mask values (0.1-0.9) inside the region", result.soft_inside, "", None),
         ("soft mask values (0.1-0.9) outside", result.soft_outside, "", None),
         (f"mean mask just inside the region's edge ({RIM_WIDTH} px)", result.rim_inside, "", None),

@@ -11,8 +11,9 @@ ground-truth *twin* (the perfect translation) and/or the *true change region*, :
   and farther away (an edit of something else: a background shape taken for the object);
 * image PSNR: output vs twin over the whole image (one number for "how close to perfect");
 * mask AUC (how well the mask ranks changed pixels above unchanged ones), mask IoU with the region at a
-  threshold of 0.5, and how binary the mask is: the fraction of mask values in (0.1, 0.9), inside and
-  outside the region;
+  threshold of 0.5, the fraction of images whose mask missed the object (its own IoU below MISSED_IOU) with
+  the pooled background of the other images, and how binary the mask is: the fraction of mask values in
+  (0.1, 0.9), inside and outside the region;
 * where the mask's edge sits: its mean in the band of RIM_WIDTH pixels just inside the region's edge and
   in the band just outside (1 and 0 for a mask that steps exactly at the edge; a low inside figure is a
   mask that stops short of the edge, a high outside one a mask that spills over it);
@@ -37,6 +38,7 @@ TARGETS = {"background_psnr": 40.0, "mask_iou": 0.6, "mask_auc": 0.97, "foregrou
 REGION_THRESHOLD = 8  # levels of 255: a twin pixel this different from the input is "changed"
 RIM_WIDTH = 2  # pixels: the bands either side of the region's edge that the rim figures average over
 NEAR_WIDTH = 4  # pixels: the background this close to the region is its rim, the rest is "far"
+MISSED_IOU = 0.1  # an image whose mask (at 0.5) overlaps its region less than this has missed the object
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -105,6 +107,10 @@ class Score:
     image_psnr: float = float("nan")
     mask_auc: float = float("nan")
     mask_iou: float = float("nan")
+    # the fraction of images (of those with a region) whose own mask IoU is below MISSED_IOU: the object
+    # missed, usually with something else edited instead; and the pooled background of the other images
+    missed_fraction: float = float("nan")
+    background_psnr_found: float = float("nan")
     soft_inside: float = float("nan")    # fraction of mask values in (0.1, 0.9) inside the region
     soft_outside: float = float("nan")
     rim_inside: float = float("nan")     # mean mask in the RIM_WIDTH-pixel band just inside the region's edge
@@ -170,11 +176,23 @@ def score(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], masks: S
             soft = (m > 0.1) & (m < 0.9)
             result.soft_inside = float(soft[inside].mean()) if inside.any() else float("nan")
             result.soft_outside = float(soft[~inside].mean()) if (~inside).any() else float("nan")
+            has_region = [bool(np.asarray(r).any()) for r in regions]
+            missed = [has and image_iou(mk, r) < MISSED_IOU for has, mk, r in zip(has_region, masks, regions)]
+            result.missed_fraction = sum(missed) / sum(has_region) if any(has_region) else float("nan")
+            found = [~np.asarray(r, bool).ravel() & (not miss) for r, miss in zip(regions, missed)]
+            result.background_psnr_found = psnr(out_px[cat(found)], src_px[cat(found)])
             bands = [rim_bands(np.asarray(r, bool)) for r in regions]
             band_in, band_out = cat([b[0].ravel() for b in bands]), cat([b[1].ravel() for b in bands])
             result.rim_inside = float(m[band_in].mean()) if band_in.any() else float("nan")
             result.rim_outside = float(m[band_out].mean()) if band_out.any() else float("nan")
     return result
+
+
+def image_iou(mask: np.ndarray, region: np.ndarray) -> float:
+    """IoU of one image's mask at 0.5 with its region (nan when both are empty)."""
+    hard, inside = np.asarray(mask, np.float32) > 0.5, np.asarray(region, bool)
+    union = int((hard | inside).sum())
+    return float((hard & inside).sum() / union) if union else float("nan")
 
 
 def worst_backgrounds(names: Sequence[str], sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
@@ -189,10 +207,8 @@ def worst_backgrounds(names: Sequence[str], sources: Sequence[np.ndarray], outpu
         diff = output[~inside].astype(np.float64) - source[~inside].astype(np.float64)
         error = float((diff ** 2).sum())
         total += error
-        hard = np.asarray(mask, np.float32) > 0.5
-        union = int((hard | inside).sum())
         rows.append({"name": str(name), "background_psnr": psnr(output[~inside], source[~inside]), "error": error,
-                     "mask_iou": float((hard & inside).sum() / union) if union else float("nan")})
+                     "mask_iou": image_iou(mask, inside)})
     worst = sorted((r for r in rows if r["error"] > 0), key=lambda r: -r["error"])[:count]
     return [{"name": r["name"], "background_psnr": r["background_psnr"], "background_error_share": r["error"] / total,
              "mask_iou": r["mask_iou"]} for r in worst]

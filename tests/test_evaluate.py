@@ -63,6 +63,7 @@ def test_scores_a_folder_with_twins_and_masks(split, blank_ckpt):
     assert out["count"] == 5
     assert out["background_psnr"] == "inf" and out["exact_fraction"] == 1.0  # nothing changed, nothing touched
     assert out["foreground_gain"] == 0.0 and out["mask_iou"] == 0.0
+    assert out["missed_fraction"] == 1.0 and out["background_psnr_found"] is None  # a shut mask finds no object
     assert out["rim_inside"] < 1e-6 and out["rim_outside"] < 1e-6  # a closed mask reaches neither side of the edge
     assert out["foreground_psnr"] == out["identity_foreground_psnr"] < 20
 
@@ -80,7 +81,8 @@ def test_the_table_names_each_measure(split, blank_ckpt):
     result = runner.invoke(app, ["evaluate", str(split / "inputs"), "--ckpt", str(blank_ckpt), "--twins",
                                  str(split / "twins"), "--masks", str(split / "masks")])
     assert result.exit_code == 0, result.output
-    for text in ("background PSNR", "mask IoU at 0.5", "∞", "gain over output = input", "just inside the region's edge"):
+    for text in ("background PSNR", "mask IoU at 0.5", "∞", "gain over output = input", "just inside the region's edge",
+                 "images whose object the mask missed (IoU < 0.1)"):
         assert text in result.stdout
 
 

@@ -119,6 +119,34 @@ def test_the_background_splits_into_the_rim_within_four_pixels_and_the_rest():
     assert result.background_psnr == pytest.approx(10 * math.log10(255**2 * (32 * 32 - 100) * 3 / error))
 
 
+def test_missed_objects_are_counted_and_the_found_scenes_background_kept_apart():
+    """Three scenes: one whose mask is on the object, one whose mask sits beside it (a blob painted on the
+    background, IoU 0) and one whose mask covers a sliver of it (IoU 0.09, under 0.1): two of three missed, and
+    the background of the found one alone is the found scenes' figure. A perfect mask misses nothing; a shut
+    one misses every object, and with no scene found there is no found figure."""
+    source, twin, region = _scene()
+    beside = np.zeros(region.shape, np.float32)
+    beside[20:30, 20:30] = 1.0
+    blob = twin.copy()
+    blob[beside > 0] = 255 - blob[beside > 0]
+    sliver = np.zeros(region.shape, np.float32)
+    sliver[8:17, 8] = 1.0                        # 9 of the region's 100 pixels: IoU 0.09
+    off = twin.copy()
+    off[~region] += 1                            # the found scene's background, one level off everywhere
+    result = score([source] * 3, [off, blob, twin], [region.astype(np.float32), beside, sliver],
+                   twins=[twin] * 3, regions=[region] * 3)
+    assert result.missed_fraction == pytest.approx(2 / 3)
+    assert result.background_psnr_found == pytest.approx(20 * math.log10(255))
+    assert result.background_psnr < result.background_psnr_found
+    assert score([source], [twin], [region.astype(np.float32)], twins=[twin], regions=[region]).missed_fraction == 0.0
+    shut = score([source] * 2, [source] * 2, [np.zeros(region.shape, np.float32)] * 2, twins=[twin] * 2,
+                 regions=[region] * 2)
+    assert shut.missed_fraction == 1.0 and math.isnan(shut.background_psnr_found)
+    empty = np.zeros(region.shape, bool)         # a scene with nothing to change neither finds nor misses
+    assert score([source] * 2, [twin, source], [region.astype(np.float32), np.zeros(region.shape, np.float32)],
+                 regions=[region, empty]).missed_fraction == 0.0
+
+
 def test_a_changed_pixel_under_a_zero_mask_is_caught():
     source, twin, region = _scene()
     output = source.copy()
