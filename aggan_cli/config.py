@@ -288,6 +288,10 @@ class TrainConfig:
                               OBJECTIVE)
     identity_negatives: bool = option(True, "Discriminators also see the other domain's real images as fakes, so "
                                       "output = input is penalised (off = the paper).", OBJECTIVE)
+    paste_negatives: bool = option(False, "Discriminators also see, as fakes, real images of their domain with the "
+                                   "other domain's image pasted in where the mask is: a scene that still holds "
+                                   "the object to be translated, which is what an output looks like where the "
+                                   "generator painted a blob elsewhere (docs/training.md).", OBJECTIVE)
     own_pairs: bool = option(True, "The attention discriminators judge each real image together with the mask the "
                              "other generator made for it, so real and generated pairs both show a mask on its "
                              "object; off = the paper, whose real pairs carry the mask made for the other domain's "

@@ -210,6 +210,7 @@ def discriminator_objective(
     gan_loss_kind: str = "lsgan",
     identity_negatives: bool = False,
     own_pairs: bool = False,
+    paste_negatives: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The four discriminators' loss, each ½(real + fake) as CycleGAN.
 
@@ -223,6 +224,12 @@ def discriminator_objective(
     fakes. An unchanged input is exactly what a collapsed generator outputs, so this teaches the
     discriminators from the first step what tells the domains apart, instead of only "looks generated".
 
+    ``paste_negatives`` (ours, an option): each discriminator also scores as fake a real image of its own
+    domain with the other domain's real image pasted in where the translating generator's mask is (D_Y
+    sees ``M_y·x + (1 - M_y)·y``): a scene of the target domain with the source's object still in it,
+    which is what an output looks like where the generator painted elsewhere and left the object. The
+    identity negatives can be told from real images by the target's object alone; these cannot.
+
     With instance norm each discriminator scores its fake, negative and real batches in one call
     (:func:`score_together`).
     """
@@ -232,19 +239,25 @@ def discriminator_objective(
     # marks a place where y has no object), or the mask the other generator made for that real image.
     real_mask_a, real_mask_b = (mask_b, mask_a) if own_pairs else (mask_a, mask_b)
 
-    def half(d: torch.nn.Module, real: Tensor, fake: Tensor, negative: Tensor) -> Tensor:
-        batches = [fake.detach(), negative, real] if identity_negatives else [fake.detach(), real]
-        scores = score_together(d, batches)
+    def half(d: torch.nn.Module, real: Tensor, fake: Tensor, negative: Tensor, pasted: Tensor) -> Tensor:
+        negatives = ([negative] if identity_negatives else []) + ([pasted] if paste_negatives else [])
+        scores = score_together(d, [fake.detach(), *negatives, real])
         fake_loss = gan_loss(scores[0], False, kind)
-        if identity_negatives:
-            fake_loss = 0.5 * (fake_loss + gan_loss(scores[1], False, kind))
+        if negatives:  # the generated fakes keep half the weight; the negatives share the other half
+            shown = sum(gan_loss(score, False, kind) for score in scores[1:-1]) / len(negatives)
+            fake_loss = 0.5 * (fake_loss + shown)
         return 0.5 * (gan_loss(scores[-1], True, kind) + fake_loss)
 
+    # the other domain's image pasted into each real image where the translating generator attends
+    pasted_b = mask_b * real_a + (1 - mask_b) * real_b if paste_negatives else real_b
+    pasted_a = mask_a * real_b + (1 - mask_a) * real_a if paste_negatives else real_a
     terms = {
-        "d_a": half(model.d_a, real_a, fake_a, real_b),
-        "d_b": half(model.d_b, real_b, fake_b, real_a),
-        "d_a_attn": half(model.d_a_attn, pair(real_mask_a, real_a), fake_pair_a, pair(mask_a, real_b)),
-        "d_b_attn": half(model.d_b_attn, pair(real_mask_b, real_b), fake_pair_b, pair(mask_b, real_a)),
+        "d_a": half(model.d_a, real_a, fake_a, real_b, pasted_a),
+        "d_b": half(model.d_b, real_b, fake_b, real_a, pasted_b),
+        "d_a_attn": half(model.d_a_attn, pair(real_mask_a, real_a), fake_pair_a, pair(mask_a, real_b),
+                         pair(mask_a, pasted_a)),
+        "d_b_attn": half(model.d_b_attn, pair(real_mask_b, real_b), fake_pair_b, pair(mask_b, real_a),
+                         pair(mask_b, pasted_b)),
     }
     total = terms["d_a"] + terms["d_b"] + terms["d_a_attn"] + terms["d_b_attn"]
     terms = {k: v.detach() for k, v in terms.items()}

@@ -224,9 +224,9 @@ class DiscriminatorLoss(torch.nn.Module):
         self.kind = gan_loss_kind
 
     def forward(self, x: Tensor, y: Tensor, fakes: dict[str, Tensor], identity_negatives: bool = False,
-                own_pairs: bool = False):
+                own_pairs: bool = False, paste_negatives: bool = False):
         return discriminator_objective(self, x, y, gan_loss_kind=self.kind, identity_negatives=identity_negatives,
-                                       own_pairs=own_pairs, **fakes)
+                                       own_pairs=own_pairs, paste_negatives=paste_negatives, **fakes)
 
 
 class Trainer:
@@ -421,7 +421,8 @@ class Trainer:
         if self.replay:
             real_x, real_y = self._top_up(x, y, mask_b, mask_a, fakes)
         with autocast(self.device, self.amp_dtype):
-            d_total, d_terms = self.d_loss(real_x, real_y, fakes, self.tcfg.identity_negatives, self.tcfg.own_pairs)
+            d_total, d_terms = self.d_loss(real_x, real_y, fakes, self.tcfg.identity_negatives, self.tcfg.own_pairs,
+                                           self.tcfg.paste_negatives)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(d_total).backward()
         self.guard.step(self.opt_d, d_total)

@@ -108,6 +108,37 @@ def test_identity_negatives_score_the_other_domain_as_fake():
     assert not torch.allclose(plain, with_negatives)
 
 
+def test_paste_negatives_show_each_discriminator_its_own_scene_with_the_other_domains_image_under_the_mask():
+    model = _model()
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        step = generator_objective(model, x, y, LossWeights())
+    mask_b = torch.zeros(2, 1, 32, 32)
+    mask_b[:, :, 8:20, 4:16] = 1  # where g_ab attends in x
+    mask_a = torch.zeros(2, 1, 32, 32)  # g_ba attends nowhere in y
+    fakes = dict(fake_a=step.fake_a, fake_b=step.fake_b, fake_pair_a=pair(mask_a, step.fake_a),
+                 fake_pair_b=pair(mask_b, step.fake_b), mask_a=mask_a, mask_b=mask_b)
+    seen: dict[str, list[torch.Tensor]] = {"d_a": [], "d_b": [], "d_b_attn": []}
+    hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: seen[n].append(i[0])) for n in seen]
+    plain, _ = discriminator_objective(model, x, y, identity_negatives=True, **fakes)
+    for scores in seen.values():
+        scores.clear()
+    pasted, _ = discriminator_objective(model, x, y, identity_negatives=True, paste_negatives=True, **fakes)
+    for h in hooks:
+        h.remove()
+    # D_Y's batch is [fake, identity negative, pasted, real]; the pasted scene is y with x's box in it
+    (batch,) = seen["d_b"]
+    assert batch.shape[0] == 8 and torch.equal(batch[2:4], x) and torch.equal(batch[6:], y)
+    expected = y.clone()
+    expected[:, :, 8:20, 4:16] = x[:, :, 8:20, 4:16]
+    torch.testing.assert_close(batch[4:6], expected)
+    # the attention discriminator sees it paired with the mask it was pasted under
+    torch.testing.assert_close(seen["d_b_attn"][0][4:6], pair(mask_b, expected))
+    # a mask that attends nowhere pastes nothing: D_X is shown its own real image as a fake
+    torch.testing.assert_close(seen["d_a"][0][4:6], x)
+    assert not torch.allclose(plain, pasted)
+
+
 def test_attention_floor_only_acts_below_the_floor_and_keeps_a_gradient():
     from aggan_cli.losses import floor_loss
 
@@ -120,24 +151,28 @@ def test_attention_floor_only_acts_below_the_floor_and_keeps_a_gradient():
     assert logits.grad[2:].abs().max().item() < 1e-6
 
 
-def _separate_calls_objective(model, x, y, fakes, identity_negatives, kind="lsgan"):
+def _separate_calls_objective(model, x, y, fakes, identity_negatives, kind="lsgan", paste_negatives=False):
     """discriminator_objective as it was written before it scored the batches together: one
     discriminator call per batch. The reference for the test below."""
-    def half(d, real, fake, negative):
+    def half(d, real, fake, negative, pasted):
+        shown = ([negative] if identity_negatives else []) + ([pasted] if paste_negatives else [])
         fake_loss = gan_loss(d(fake), False, kind)
-        if identity_negatives:
-            fake_loss = 0.5 * (fake_loss + gan_loss(d(negative), False, kind))
+        if shown:
+            fake_loss = 0.5 * (fake_loss + sum(gan_loss(d(n), False, kind) for n in shown) / len(shown))
         return 0.5 * (gan_loss(d(real), True, kind) + fake_loss)
 
     m_a, m_b = fakes["mask_a"], fakes["mask_b"]
-    return (half(model.d_a, x, fakes["fake_a"], y) + half(model.d_b, y, fakes["fake_b"], x)
-            + half(model.d_a_attn, pair(m_a, x), fakes["fake_pair_a"], pair(m_a, y))
-            + half(model.d_b_attn, pair(m_b, y), fakes["fake_pair_b"], pair(m_b, x)))
+    pasted_a, pasted_b = m_a * y + (1 - m_a) * x, m_b * x + (1 - m_b) * y
+    return (half(model.d_a, x, fakes["fake_a"], y, pasted_a) + half(model.d_b, y, fakes["fake_b"], x, pasted_b)
+            + half(model.d_a_attn, pair(m_a, x), fakes["fake_pair_a"], pair(m_a, y), pair(m_a, pasted_a))
+            + half(model.d_b_attn, pair(m_b, y), fakes["fake_pair_b"], pair(m_b, x), pair(m_b, pasted_b)))
 
 
 @pytest.mark.parametrize("kind", ["lsgan", "hinge"])
-@pytest.mark.parametrize("identity_negatives", [False, True])
-def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separate_calls(identity_negatives, kind):
+@pytest.mark.parametrize("identity_negatives,paste_negatives", [(False, False), (True, False), (True, True),
+                                                                (False, True)])
+def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separate_calls(identity_negatives,
+                                                                                       paste_negatives, kind):
     model = _model()
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
@@ -145,11 +180,11 @@ def test_one_call_per_discriminator_gives_the_same_loss_and_gradients_as_separat
     fakes = dict(fake_a=step.fake_a, fake_b=step.fake_b, fake_pair_a=pair(step.mask_a, step.fake_a),
                  fake_pair_b=pair(step.mask_b, step.fake_b), mask_a=step.mask_a, mask_b=step.mask_b)
     together, _ = discriminator_objective(model, x, y, identity_negatives=identity_negatives, gan_loss_kind=kind,
-                                          **fakes)
+                                          paste_negatives=paste_negatives, **fakes)
     together.backward()
     grads = [p.grad.clone() for d in model.discriminators for p in d.parameters()]
     model.zero_grad(set_to_none=True)
-    separate = _separate_calls_objective(model, x, y, fakes, identity_negatives, kind)
+    separate = _separate_calls_objective(model, x, y, fakes, identity_negatives, kind, paste_negatives)
     separate.backward()
     torch.testing.assert_close(together, separate)
     for g, d_param in zip(grads, (p for d in model.discriminators for p in d.parameters())):

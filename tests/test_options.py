@@ -441,3 +441,19 @@ def test_a_patch_too_deep_for_the_size_names_both_flags_and_writes_nothing(tmp_p
     line = assert_one_line_error(result, "--d-layers", "--size", "at least 48 pixels, got 32")
     assert "fewer discriminator layers" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_pasted_negatives_are_off_unless_asked_and_the_flag_reaches_the_run(tmp_path, monkeypatch):
+    """--paste-negatives is opt-in (docs/training.md, "Pasted negatives"); a config.json written before the
+    option existed describes a run trained without it."""
+    from aggan_cli.config import TrainConfig
+
+    assert TrainConfig().paste_negatives is False
+    saved = TrainConfig(paste_negatives=True).to_dict()
+    del saved["paste_negatives"]
+    assert TrainConfig.from_dict(saved).paste_negatives is False
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paste-negatives", *TINY])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "runs" / "smile" / "config.json").read_text())["train"]["paste_negatives"] is True

@@ -39,10 +39,10 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch"])
-@pytest.mark.parametrize("identity_negatives", [False, True])
+@pytest.mark.parametrize("identity_negatives,paste_negatives", [(False, False), (True, False), (True, True)])
 def test_four_generator_passes_and_each_discriminator_as_often_as_the_objective_needs(tmp_path, identity_negatives,
-                                                                                      norm):
-    trainer = _trainer(tmp_path, norm=norm, identity_negatives=identity_negatives)
+                                                                                      paste_negatives, norm):
+    trainer = _trainer(tmp_path, norm=norm, identity_negatives=identity_negatives, paste_negatives=paste_negatives)
     x, y = _batch()
     trainer.train_step(x, y)  # warm: fills the pools
     calls: Counter = Counter()
@@ -68,7 +68,7 @@ def test_four_generator_passes_and_each_discriminator_as_often_as_the_objective_
     assert not any(t is x or torch.equal(t, x) for t in inputs["g_ba"])
     # one score of the fakes for the generators' loss; real and fake (and the negatives) for its own:
     # in one call with instance norm, which scores each image alone; BatchNorm needs a call for each
-    own = 1 if norm == "instance" else 2 + int(identity_negatives)
+    own = 1 if norm == "instance" else 2 + int(identity_negatives) + int(paste_negatives)
     for name in DISCRIMINATORS:
         assert calls[name] == 1 + own, name
 
