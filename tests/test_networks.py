@@ -273,7 +273,7 @@ def test_the_learned_guide_mix_blends_the_guided_and_the_plain_logit(seeded):
     guided.net = plain.net = g.net
     assert count_parameters(g) == count_parameters(guided) + 1 and guided.guide_weight() is None
     x = torch.rand(2, 3, 36, 20) * 2 - 1
-    assert float(g.guide_weight()) == 0.5
+    assert g.guide_weight().item() == 0.5
     raw = g.net(x)[:, :1]
     torch.testing.assert_close(g(x).mask, torch.sigmoid(0.5 * guided_filter(raw, x, 3) + 0.5 * raw))
     image, mask, content = g(x)
