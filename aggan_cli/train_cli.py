@@ -429,7 +429,7 @@ def _summary(console, trainer, result, stop, runs_dir: Path, name: str, demo: bo
     shares = {d: trainer.generator(g).guide_weight() for d, g in ((f"{a}→{b}", "g_ab"), (f"{b}→{a}", "g_ba"))}
     if all(share is not None for share in shares.values()):  # --guide-mix: what each generator learned
         console.print("share of the mask guide learned (--guide-mix): "
-                      + ", ".join(f"{d} {float(share):.2f}" for d, share in shares.items()))
+                      + ", ".join(f"{d} {share.item():.2f}" for d, share in shares.items()))
     console.print(f"translate with: aggan translate photo.jpg --ckpt {shlex.quote(ckpt)}")
     print(trainer.run_dir)  # the one result on stdout, for scripts
 

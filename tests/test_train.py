@@ -397,7 +397,7 @@ def test_the_learned_guide_mix_is_logged_plotted_saved_and_told(tmp_path, monkey
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6] and all(0 < r[k] < 1 for r in rows for k in ("guide_ab", "guide_ba"))
     g_ab, g_ba, _ = load_generators(run)
-    told = f"share of the mask guide learned (--guide-mix): neutral→smile {float(g_ab.guide_weight()):.2f}, " \
-           f"smile→neutral {float(g_ba.guide_weight()):.2f}"
+    told = f"share of the mask guide learned (--guide-mix): neutral→smile {g_ab.guide_weight().item():.2f}, " \
+           f"smile→neutral {g_ba.guide_weight().item():.2f}"
     assert told in " ".join(result.output.split()), result.output
     assert json.loads((run / "config.json").read_text())["model"]["guide_mix"] is True
