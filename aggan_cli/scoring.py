@@ -39,6 +39,10 @@ REGION_THRESHOLD = 8  # levels of 255: a twin pixel this different from the inpu
 RIM_WIDTH = 2  # pixels: the bands either side of the region's edge that the rim figures average over
 NEAR_WIDTH = 4  # pixels: the background this close to the region is its rim, the rest is "far"
 MISSED_IOU = 0.1  # an image whose mask (at 0.5) overlaps its region less than this has missed the object
+# dB: saves whose image PSNR differ by no more than this are a tie on the image, and the better mask (mask
+# IoU) wins it (Score.tiebreak): a difference this small is noise of the held-out set, while the masks of
+# two such saves can differ by many missed objects (docs/training.md)
+TIE_DB = 0.1
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -135,6 +139,26 @@ class Score:
         """One number to pick the best save by (higher is better): the image PSNR against the twins when
         there are twins (it rewards a right edit *and* an untouched background), else the mask IoU."""
         return self.image_psnr if not math.isnan(self.image_psnr) else self.mask_iou
+
+    def tiebreak(self) -> float:
+        """What decides between two saves whose :meth:`quality` is within TIE_DB of each other: the mask
+        IoU when the quality is the image PSNR and masks were scored; else NaN (the later save wins)."""
+        return self.mask_iou if not math.isnan(self.image_psnr) else float("nan")
+
+
+def better_save(new: tuple[float, float], old: tuple[float, float] | None) -> bool:
+    """Is a save scoring ``new`` = (quality, tiebreak) the best so far, over one scoring ``old``? The higher
+    quality wins; within TIE_DB of each other, the higher tiebreak, where both have one; a tie after that
+    goes to the later save. A NaN quality (nothing to score) beats only nothing. A save that wins on the
+    tiebreak gives up at most TIE_DB of quality to the save it replaces."""
+    if old is None or math.isnan(old[0]):
+        return True
+    if math.isnan(new[0]):
+        return False
+    (q_new, t_new), (q_old, t_old) = new, old
+    if abs(q_new - q_old) <= TIE_DB and not math.isnan(t_new) and not math.isnan(t_old) and t_new != t_old:
+        return t_new > t_old
+    return q_new >= q_old
 
 
 def score(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None, *,

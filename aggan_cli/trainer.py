@@ -33,7 +33,7 @@ from .errors import CheckpointError, TrainingError, os_reason
 from .guard import NonFiniteGuard
 from .losses import LossWeights, discriminator_objective, generator_objective, pair
 from .networks import AGGAN, choose_translate_guide, patch_size
-from .scoring import json_number
+from .scoring import better_save, json_number
 
 # A mask whose mean stays below / above these for COLLAPSE_PATIENCE logging intervals has collapsed.
 MASK_COLLAPSED, MASK_SATURATED, COLLAPSE_PATIENCE = 0.01, 0.98, 3
@@ -331,7 +331,7 @@ class Trainer:
         # Held-out quality at every save (a built-in task's test split, or --eval DIR): scored into
         # metrics.jsonl, and the best save so far kept in RUN/best/ (scoring.Evaluator).
         self.evaluator = evaluator
-        self.last_eval: dict[str, Any] | None = None   # {"step", "score", "quality"} of the latest save
+        self.last_eval: dict[str, Any] | None = None   # {"step", "score", "quality", "tiebreak"} of the latest save
         self.best: dict[str, Any] | None = None        # the same for the best save so far
         self.bad_files: set[str] = set()
         self.guard = NonFiniteGuard(self.device, world=world, scaler=self.scaler)  # NaN/Inf steps, see _watch_numerics
@@ -776,7 +776,8 @@ class Trainer:
             "replay": {k: r.state_dict() for k, r in self.replay.items()},
             "torch_rng": torch.get_rng_state(),
             "scaler": self.scaler.state_dict(),  # empty unless fp16
-            "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"])},
+            "best": None if self.best is None else {"step": self.best["step"], "quality": json_number(self.best["quality"]),
+                                                    "tiebreak": json_number(self.best["tiebreak"])},
             "watch": {"low": self.watch.low, "high": self.watch.high, "warned": [list(w) for w in self.watch.warned]},
             "floor_done": self.floor_done or (self.floor_end is not None
                                               and self.step >= self.floor_end * self.schedule.total_steps),
@@ -824,8 +825,9 @@ class Trainer:
             score, _ = self.evaluator(self.generator("g_ab"), image_size=self.mcfg.image_size,
                                       device=self.device)
         values = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in score.to_dict().items()}
-        self.last_eval = {"step": self.step, "score": values, "quality": score.quality()}
-        if _better(score.quality(), None if self.best is None else self.best["quality"]):
+        self.last_eval = {"step": self.step, "score": values, "quality": score.quality(), "tiebreak": score.tiebreak()}
+        if better_save((score.quality(), score.tiebreak()),
+                       None if self.best is None else (self.best["quality"], self.best["tiebreak"])):
             self.best = self.last_eval
         line = json.dumps({"step": self.step, "eval": {k: json_number(v) for k, v in values.items()}})
         self.best_effort("metrics.jsonl", lambda: _append_line(self.run_dir / "metrics.jsonl", line))
@@ -924,9 +926,9 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if state.get("best"):
-            quality = state["best"]["quality"]
+            quality, tiebreak = state["best"]["quality"], state["best"].get("tiebreak")  # no tiebreak in older saves
             self.best = {"step": int(state["best"]["step"]), "quality": float("nan" if quality is None else quality),
-                         "score": {}}
+                         "tiebreak": float("nan" if tiebreak is None else tiebreak), "score": {}}
         watch = state.get("watch") or {}
         self.watch = MaskWatch(dict(watch.get("low", {})), dict(watch.get("high", {})),
                                {tuple(w) for w in watch.get("warned", [])})
@@ -999,14 +1001,6 @@ class Trainer:
 
 def _unwrap_loss(module):
     return getattr(module, "module", module)
-
-
-def _better(new: float, old: float | None) -> bool:
-    """Is a save scoring ``new`` the best so far, over one scoring ``old``? A tie goes to the later save;
-    a NaN (nothing to score) beats only nothing."""
-    if old is None or math.isnan(old):
-        return True
-    return not math.isnan(new) and new >= old
 
 
 def _append_line(path: Path, line: str) -> None:

@@ -237,3 +237,36 @@ def test_worst_lists_the_images_whose_background_changed_most(split, open_ckpt, 
     assert untouched.exit_code == 0 and "no image's background changed" in untouched.stdout
     assert _json(runner.invoke(app, [*base, "--json"])).get("worst") is None  # only when asked
     assert runner.invoke(app, [*base, "--worst", "-1"]).exit_code == 2
+
+
+def test_the_best_save_and_its_tiebreak_survive_a_resume(tmp_path, split):
+    """The best save's quality and mask IoU are kept in the training state, so a resumed run weighs its new
+    saves against the same best as an unbroken one would."""
+    from aggan_cli.checkpoint import load_training_state
+    from aggan_cli.config import ModelConfig, TrainConfig
+    from aggan_cli.data import DemoSource
+    from aggan_cli.scoring import Evaluator
+    from aggan_cli.trainer import Trainer
+
+    from test_train import Recorder
+
+    def trainer(resume):
+        mc = ModelConfig(ngf=4, n_blocks=0, ndf=4, image_size=32)
+        tc = TrainConfig(steps=4, workers=0, seed=3, device="cpu", log_every=2, sample_every=100, save_every=1,
+                         pool_size=3, load_size=36)
+        return Trainer(mc, tc, DemoSource("a", seed=3, size=40, count=5), DemoSource("b", seed=3, size=40, count=7),
+                       run_dir=tmp_path / "run", resume=resume, reporter=Recorder(), evaluator=Evaluator.from_folder(split))
+
+    first = trainer(False)
+    first.fit(stop_at=2)
+    first.save()
+    best = load_training_state(tmp_path / "run")["best"]
+    assert best["step"] == first.best["step"] in (1, 2)
+    assert best["quality"] == pytest.approx(first.best["quality"]) and 0.0 <= best["tiebreak"] <= 1.0
+    assert best["tiebreak"] == pytest.approx(first.best["tiebreak"])
+    second = trainer(True)
+    assert second.best["step"] == best["step"] and second.best["tiebreak"] == pytest.approx(best["tiebreak"])
+    second.fit()
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["step"] == second.best["step"]
