@@ -286,6 +286,12 @@ class TrainConfig:
                               "lets attention form on edits that are hard to learn, such as a new texture, at some "
                               "cost in crispness on easy ones (docs/training.md). Off = the paper's constant weight.",
                               OBJECTIVE)
+    # ours, off by default: measured in docs/training.md ("What holds a missed object's mask shut")
+    cycle_free_below: float = option(0.0, "Mask values below this get no gradient from the cycle loss: it still "
+                                     "trains the content and the other generator, but no longer holds a shut mask "
+                                     "shut, so objects the mask missed can be found, at some cost in spill on some "
+                                     "tasks (0.1 is what docs/training.md measured; 1 = the whole mask; 0 = off, "
+                                     "the paper).", OBJECTIVE, low=0, high=1)
     identity_negatives: bool = option(True, "Discriminators also see the other domain's real images as fakes, so "
                                       "output = input is penalised (off = the paper).", OBJECTIVE)
     paste_negatives: bool = option(False, "Discriminators also see, as fakes, real images of their domain with the "

@@ -36,6 +36,7 @@ class LossWeights:
     floor_logit: float = -4.0
     lambda_binary: float = 0.0   # weight of the binarisation term (pulls each mask value to 0 or 1)
     lambda_identity: float = 0.0  # weight of CycleGAN's identity loss |g_ab(y) − y| + |g_ba(x) − x|
+    cycle_free_below: float = 0.0  # mask values below this get no gradient from the cycle loss (0 = the paper)
 
 
 def gan_loss(score: Tensor, target_is_real: bool, kind: str, *, generator: bool = False) -> Tensor:
@@ -125,6 +126,10 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     The attention-guided terms score the fake pair ``[M_y, G_y]`` (Eq. 3); the gradient flows into
     both the mask and the image.
 
+    With ``cycle_free_below`` (``--cycle-free-below``, ours, off by default) the cycle's input is the same
+    image, but the mask values below that threshold carry no gradient from the cycle term
+    (:func:`_cycle_input`).
+
     The identity term (CycleGAN's, Zhu et al. 2017) runs each generator on the domain it produces, which
     has nothing to translate, and charges whatever it changes there: the one term that shows ``g_ab``
     scenes it must leave alone (docs/training.md, "The identity loss"). It costs two more generator
@@ -138,8 +143,8 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     else:
         fake_b, mask_b, content_b = model.g_ab(x)   # x -> [M_y, R_y, G_y]
         fake_a, mask_a, content_a = model.g_ba(y)   # y -> [M_x, R_x, G_x]
-    rec_a = model.g_ba(fake_b).image            # C_x
-    rec_b = model.g_ab(fake_a).image            # C_y
+    rec_a = model.g_ba(_cycle_input(fake_b, mask_b, content_b, x, weights.cycle_free_below)).image  # C_x
+    rec_b = model.g_ab(_cycle_input(fake_a, mask_a, content_a, y, weights.cycle_free_below)).image  # C_y
 
     terms = {
         "gan_ab": gan_loss(model.d_b(fake_b), True, kind, generator=True),
@@ -167,6 +172,19 @@ def generator_objective(model: AGGAN, x: Tensor, y: Tensor, weights: LossWeights
     terms = {k: v.detach() for k, v in terms.items()}
     terms["g_total"] = total.detach()
     return GeneratorStep(total, terms, fake_a, fake_b, mask_a, mask_b, content_a, content_b, rec_a, rec_b)
+
+
+def _cycle_input(image: Tensor, mask: Tensor, content: Tensor, source: Tensor, free_below: float) -> Tensor:
+    """What the other generator reconstructs from: ``image`` itself, or, with ``free_below`` > 0, the same
+    blend (Eq. 1) with the gradient stopped at the mask values below ``free_below`` (all of them from 1 on).
+    The cycle still trains the content and the other generator there, but can no longer hold a shut mask
+    shut: on a scene whose object the mask missed, undoing an edit costs the other generator more than
+    leaving the object alone, so the cycle is what keeps the mask closed there (docs/training.md, "What
+    holds a missed object's mask shut")."""
+    if free_below <= 0:
+        return image
+    held = mask.detach() if free_below >= 1 else torch.where(mask < free_below, mask.detach(), mask)
+    return content * held + source * (1 - held)
 
 
 def _with_identity(g: torch.nn.Module, source: Tensor, target: Tensor) -> tuple[GeneratorOutput, Tensor]:

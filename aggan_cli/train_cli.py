@@ -25,7 +25,7 @@ from .errors import ConfigError, TrainingError
 PAPER_PRESET: dict[str, Any] = {"discriminator": "global", "norm": "batch", "gan_loss": "vanilla",
                                 "lambda_floor": 0.0, "identity_negatives": False, "mask_guide": 0,
                                 "cycle_ramp": False, "own_pairs": False, "lambda_binary": 0.0,
-                                "lambda_identity": 0.0, "upsample": "transposed"}
+                                "lambda_identity": 0.0, "cycle_free_below": 0.0, "upsample": "transposed"}
 
 # The demo preset: small enough for a 2-core CPU in under five minutes (docs/training.md has the
 # measurements); every value can still be overridden on the command line.

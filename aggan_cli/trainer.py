@@ -287,7 +287,8 @@ class Trainer:
         self.weights = LossWeights(gan_loss=train_config.gan_loss, lambda_cycle=train_config.lambda_cycle,
                                    lambda_pixel=train_config.lambda_pixel, lambda_tv=train_config.lambda_tv,
                                    lambda_floor=train_config.lambda_floor, lambda_binary=0.0,
-                                   lambda_identity=train_config.lambda_identity)
+                                   lambda_identity=train_config.lambda_identity,
+                                   cycle_free_below=train_config.cycle_free_below)
         fused = fused_adam_supported(self.device)
         betas = (train_config.beta1, train_config.beta2)
         g_params = [p for g in self.model.generators for p in g.parameters()]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from aggan_cli.config import ModelConfig
-from aggan_cli.losses import LossWeights, discriminator_objective, gan_loss, generator_objective, pair, tv_loss
+from aggan_cli.losses import (LossWeights, _cycle_input, discriminator_objective, gan_loss, generator_objective, l1, pair,
+                              tv_loss)
 from aggan_cli.networks import AGGAN
 
 
@@ -231,3 +232,43 @@ def test_the_identity_loss_runs_each_generator_on_its_own_output_domain_and_ente
     assert on.terms["identity"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert expected.item() > 0  # an untrained generator changes its input
     assert on.total.item() == pytest.approx(off.total.item() + 5.0 * expected.item(), rel=1e-5)
+
+
+def test_cycle_free_below_keeps_the_image_and_stops_the_gradient_only_at_mask_values_below_it():
+    """The cycle's input is the same image; the mask values below the threshold get no gradient through it,
+    those at or above it the same gradient as without, and the content its gradient everywhere."""
+    torch.manual_seed(0)
+    source, content = torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    values = torch.tensor([0.0, 0.01, 0.05, 0.099, 0.1, 0.2, 0.5, 0.9] * 2).reshape(1, 1, 4, 4)
+    grads, paints = {}, {}
+    for free in (0.0, 0.1, 1.0):
+        mask, paint = values.clone().requires_grad_(), content.clone().requires_grad_()
+        image = paint * mask + source * (1 - mask)
+        out = _cycle_input(image, mask, paint, source, free)
+        torch.testing.assert_close(out, image)
+        (out * torch.linspace(-1, 1, 48).reshape(1, 3, 4, 4)).sum().backward()
+        grads[free] = torch.zeros_like(values) if mask.grad is None else mask.grad.clone()  # None: no path at all
+        paints[free] = paint.grad.clone()
+    below = values < 0.1
+    assert (grads[0.1][below] == 0).all() and (grads[0.0][below] != 0).any()
+    torch.testing.assert_close(grads[0.1][~below], grads[0.0][~below])
+    assert (grads[1.0] == 0).all()
+    torch.testing.assert_close(paints[0.1], paints[0.0])
+    torch.testing.assert_close(paints[1.0], paints[0.0])
+    assert paints[0.0].abs().sum() > 0
+
+
+def test_cycle_free_below_changes_no_loss_value_and_frees_the_mask_from_the_cycle_term_alone():
+    """Through the whole objective: every term has the same value; the reconstruction of x no longer reaches
+    g_ab's attention head when the whole mask is free, and still reaches its content head."""
+    x, y = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    steps, heads = {}, {}
+    for free in (0.0, 1.0):
+        model = _model()
+        steps[free] = generator_objective(model, x, y, LossWeights(cycle_free_below=free))
+        l1(steps[free].rec_a, x).backward()  # C_x = g_ba(G_y): the cycle through g_ab's mask M_y
+        heads[free] = model.g_ab.net[-1].weight.grad
+    for name, value in steps[0.0].terms.items():
+        torch.testing.assert_close(steps[1.0].terms[name], value, msg=name)
+    assert heads[0.0][0].abs().sum() > 0 and (heads[1.0][0] == 0).all()
+    assert heads[1.0][1:].abs().sum() > 0

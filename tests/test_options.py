@@ -188,6 +188,7 @@ def test_paper_is_exactly_the_papers_setup(tmp_path, monkeypatch):
     assert saved["train"]["own_pairs"] is False  # real images paired with the mask made for the other domain's
     assert saved["train"]["lambda_binary"] == 0  # masks left as soft as the objective makes them
     assert saved["train"]["lambda_identity"] == 0  # CycleGAN's identity loss is not in the paper
+    assert saved["train"]["cycle_free_below"] == 0  # the cycle loss reaches every mask value
     assert saved["model"]["upsample"] == "transposed"  # the paper's decoder
     # and each stays one option away
     mixed = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--paper", "--gan-loss", "lsgan", "--name",
@@ -319,6 +320,41 @@ def test_translate_export_masks_and_evaluate_take_the_guide_radius_asked_for(tmp
             assert not out.exists()
 
 
+def _trains_and_resumes_with(tmp_path, a, b, flag, text, key, value):
+    """A one-step run with ``flag text`` saves ``key: value`` in config.json, and --resume goes on with it."""
+    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", flag, text, *TINY])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "runs" / "smile" / "config.json"
+    assert json.loads(config.read_text())["train"][key] == value
+    resumed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "2", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(config.read_text())["train"][key] == value
+
+
+def test_cycle_free_below_reaches_the_loss_weights_is_saved_and_kept_on_resume(tmp_path, monkeypatch):
+    """--cycle-free-below is saved in config.json, handed to the generators' objective, and --resume goes on
+    with it; a value outside [0, 1] is refused in one line naming the flag, and no run folder is made."""
+    from aggan_cli.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    a, b = make_domains(tmp_path)
+    _trains_and_resumes_with(tmp_path, a, b, "--cycle-free-below", "0.1", "cycle_free_below", 0.1)
+    assert TrainConfig.from_dict({}).cycle_free_below == 0  # older runs, and the default: off
+    from aggan_cli.config import ModelConfig
+    from aggan_cli.data import DemoSource
+
+    trainer = Trainer(ModelConfig(ngf=4, n_blocks=0, ndf=4, image_size=32),
+                      TrainConfig(steps=4, workers=0, device="cpu", load_size=36, cycle_free_below=0.1),
+                      DemoSource("a", seed=3, size=40, count=5), DemoSource("b", seed=3, size=40, count=5),
+                      run_dir=tmp_path / "direct")
+    assert [trainer.weights_at(step).cycle_free_below for step in (0, 2, 4)] == [0.1, 0.1, 0.1]
+    for bad in ("1.5", "-0.1"):
+        out = tmp_path / f"bad{bad}"
+        refused = runner.invoke(app, ["train", str(a), str(b), "--cycle-free-below", bad, "--runs-dir", str(out), *TINY])
+        assert_one_line_error(refused, "--cycle-free-below")
+        assert not out.exists()
+
+
 def test_the_cycle_ramp_is_kept_on_resume_and_off_for_runs_saved_before_it_existed(tmp_path, monkeypatch):
     """--cycle-ramp is a training option like any other: --resume goes on with it. A config.json written
     before the option existed describes a run trained with a constant cycle weight: it reads as off,
@@ -378,13 +414,7 @@ def test_the_binarisation_term_is_off_unless_asked_and_a_run_keeps_its_weight_on
     assert TrainConfig.from_dict(saved).lambda_binary == 0.0
     monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)
-    result = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--lambda-binary", "10", *TINY])
-    assert result.exit_code == 0, result.output
-    config = tmp_path / "runs" / "smile" / "config.json"
-    assert json.loads(config.read_text())["train"]["lambda_binary"] == 10.0
-    resumed = runner.invoke(app, ["train", "--name", "smile", "--resume", "--steps", "2", "--quiet"])
-    assert resumed.exit_code == 0, resumed.output
-    assert json.loads(config.read_text())["train"]["lambda_binary"] == 10.0
+    _trains_and_resumes_with(tmp_path, a, b, "--lambda-binary", "10", "lambda_binary", 10.0)
     negative = runner.invoke(app, ["train", str(a), str(b), "--steps", "1", "--lambda-binary", "-1", "--name", "neg", *TINY])
     assert negative.exit_code == 1 and "--lambda-binary must be a number >= 0" in negative.output
 
