@@ -178,9 +178,9 @@ def _cycle_input(image: Tensor, mask: Tensor, content: Tensor, source: Tensor, f
     """What the other generator reconstructs from: ``image`` itself, or, with ``free_below`` > 0, the same
     blend (Eq. 1) with the gradient stopped at the mask values below ``free_below`` (all of them from 1 on).
     The cycle still trains the content and the other generator there, but can no longer hold a shut mask
-    shut: on a scene whose object the mask missed, undoing an edit costs the other generator more than
-    leaving the object alone, so the cycle is what keeps the mask closed there (docs/training.md, "What
-    holds a missed object's mask shut")."""
+    shut: at full width, an edit on an object the mask missed is one the other generator has not learnt to
+    undo, so the cycle term is what keeps the mask closed there (docs/training.md, "What holds a missed
+    object's mask shut")."""
     if free_below <= 0:
         return image
     held = mask.detach() if free_below >= 1 else torch.where(mask < free_below, mask.detach(), mask)
