@@ -334,15 +334,14 @@ def _trains_and_resumes_with(tmp_path, a, b, flag, text, key, value):
 def test_cycle_free_below_reaches_the_loss_weights_is_saved_and_kept_on_resume(tmp_path, monkeypatch):
     """--cycle-free-below is saved in config.json, handed to the generators' objective, and --resume goes on
     with it; a value outside [0, 1] is refused in one line naming the flag, and no run folder is made."""
+    from aggan_cli.config import ModelConfig
+    from aggan_cli.data import DemoSource
     from aggan_cli.trainer import Trainer
 
     monkeypatch.chdir(tmp_path)
     a, b = make_domains(tmp_path)
     _trains_and_resumes_with(tmp_path, a, b, "--cycle-free-below", "0.1", "cycle_free_below", 0.1)
     assert TrainConfig.from_dict({}).cycle_free_below == 0  # older runs, and the default: off
-    from aggan_cli.config import ModelConfig
-    from aggan_cli.data import DemoSource
-
     trainer = Trainer(ModelConfig(ngf=4, n_blocks=0, ndf=4, image_size=32),
                       TrainConfig(steps=4, workers=0, device="cpu", load_size=36, cycle_free_below=0.1),
                       DemoSource("a", seed=3, size=40, count=5), DemoSource("b", seed=3, size=40, count=5),
